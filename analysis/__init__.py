@@ -1,0 +1,1 @@
+"""The thesis' explainability study on trained checkpoints: latents, PCA, K-Means, skips."""

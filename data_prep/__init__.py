@@ -1,0 +1,1 @@
+"""COCO (or synthetic COCO-format) annotations and images -> person crops in NumPy shards."""

@@ -1,0 +1,10 @@
+"""Flax NNX models of the thesis: the Stacked Hourglass and its bottleneck autoencoder."""
+
+from shg_jax.models.autoencoder import BottleneckAutoencoder
+from shg_jax.models.hourglass import CODE_LAYER, Hourglass
+from shg_jax.models.residual import Residual
+from shg_jax.models.stacked import (Head, Merge, Output, StackedHourglass, build_model,
+                                    latent_layer, model_config)
+
+__all__ = ["BottleneckAutoencoder", "CODE_LAYER", "Head", "Hourglass", "Merge", "Output",
+           "Residual", "StackedHourglass", "build_model", "latent_layer", "model_config"]

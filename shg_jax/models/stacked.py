@@ -1,0 +1,176 @@
+"""The Stacked Hourglass network: stem, n hourglasses with heads, Newell's merges."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from shg_jax.models import layers
+from shg_jax.models.autoencoder import BottleneckAutoencoder
+from shg_jax.models.hourglass import CODE_LAYER, Hourglass
+from shg_jax.models.residual import Residual
+
+
+class Head(nnx.Module):
+    """Residual -> conv1x1 F->J -> BN -> ReLU -> conv1x1 J->J (thesis head).
+
+    Returns (heatmaps (B, H, W, J), the residual's features (B, H, W, F) for the merge).
+    """
+
+    def __init__(self, features: int, mid_features: int, n_joints: int, *,
+                 skip: str, rngs: nnx.Rngs, dtype: Any = None):
+        self.last_res = Residual(features, features, mid_features, skip=skip,
+                                 rngs=rngs, dtype=dtype)
+        self.last_conv_1 = layers.conv(features, n_joints, 1, rngs=rngs, dtype=dtype)
+        self.bn_last = layers.batch_norm(n_joints, rngs=rngs, dtype=dtype)
+        self.last_conv_2 = layers.conv(n_joints, n_joints, 1, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        features = self.last_res(x)
+        y = nnx.relu(self.bn_last(self.last_conv_1(features)))
+        return self.last_conv_2(y), features
+
+
+class Merge(nnx.Module):
+    """Newell's link between stacks: next input = x + conv1x1(features) + conv1x1(heatmaps)."""
+
+    def __init__(self, features: int, n_joints: int, *, rngs: nnx.Rngs, dtype: Any = None):
+        self.features = layers.conv(features, features, 1, rngs=rngs, dtype=dtype)
+        self.heatmaps = layers.conv(n_joints, features, 1, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x, features, heatmaps):
+        return x + self.features(features) + self.heatmaps(heatmaps)
+
+
+class Output(NamedTuple):
+    heatmaps: jax.Array          # (n_stacks, B, H/4, W/4, n_joints), last stack last
+    bottlenecks: tuple           # n_bottleneck arrays (B, h, w, F) of the last hourglass
+
+
+class StackedHourglass(nnx.Module):
+    """Stem -> [hourglass -> head (-> merge)] x n_stacks, NHWC.
+
+    Stem (thesis): conv7x7/2 3->stem_features, BN, ReLU, Residual -> maxpool2 -> Residual ->
+    Residual, i.e. (B, 256, 256, 3) -> (B, 64, 64, features). The first stem residual maps
+    stem_features -> features (with stem_features=64 this is a simplification of Newell's
+    64->128->128->256 stem).
+
+    The autoencoder, when enabled, sits after the last bottleneck residual of the last
+    hourglass (thesis §7), or of every hourglass with `autoencoder_every_stack`.
+    """
+
+    def __init__(self, *, n_stacks: int = 1, depth: int = 4, n_bottleneck: int = 3,
+                 features: int = 256, mid_features: int = 128, stem_features: int = 256,
+                 residual_skip: str = "conv3x3", n_joints: int = 17,
+                 use_skip_connections: bool = True, input_size: int = 256,
+                 autoencoder: bool = False, ae_channels=(192, 128, 64), ae_code_size: int = 50,
+                 autoencoder_every_stack: bool = False, dtype: Any = None, rngs: nnx.Rngs):
+        latent_size = input_size // 4 // 2 ** depth
+        if latent_size < 1 or input_size % (4 * 2 ** depth):
+            raise ValueError(f"input_size {input_size} must be a multiple of 4 * 2**depth "
+                             f"= {4 * 2 ** depth}")
+        self.n_stacks = n_stacks
+        self.use_skip_connections = use_skip_connections
+        self.pre_conv1 = layers.conv(3, stem_features, 7, stride=2, rngs=rngs, dtype=dtype)
+        self.bn_pre = layers.batch_norm(stem_features, rngs=rngs, dtype=dtype)
+        res = dict(skip=residual_skip, rngs=rngs, dtype=dtype)
+        self.pre_residual1 = Residual(stem_features, features, mid_features, **res)
+        self.pre_residual2 = Residual(features, features, mid_features, **res)
+        self.pre_residual3 = Residual(features, features, mid_features, **res)
+
+        def make_ae(stack):
+            if not autoencoder or (stack < n_stacks - 1 and not autoencoder_every_stack):
+                return None
+            return BottleneckAutoencoder(features, tuple(ae_channels), ae_code_size,
+                                         latent_size, rngs=rngs, dtype=dtype)
+
+        self.hourglasses = nnx.List([
+            Hourglass(features, mid_features, depth=depth, n_bottleneck=n_bottleneck,
+                      residual_skip=residual_skip, autoencoder=make_ae(s), rngs=rngs,
+                      dtype=dtype)
+            for s in range(n_stacks)])
+        self.heads = nnx.List([Head(features, mid_features, n_joints, **res)
+                               for _ in range(n_stacks)])
+        self.merges = nnx.List([Merge(features, n_joints, rngs=rngs, dtype=dtype)
+                                for _ in range(n_stacks - 1)])
+
+    def stem(self, images: jax.Array) -> jax.Array:
+        """(B, S, S, 3) normalised images -> (B, S/4, S/4, features)."""
+        x = nnx.relu(self.bn_pre(self.pre_conv1(images)))
+        x = layers.max_pool2(self.pre_residual1(x))
+        return self.pre_residual3(self.pre_residual2(x))
+
+    def _skips(self, use_skips: bool | None) -> bool:
+        return self.use_skip_connections if use_skips is None else use_skips
+
+    def _to_last_stack(self, images, use_skips):
+        """Runs every stack but the last; returns the last hourglass' input and all heatmaps."""
+        x = self.stem(images)
+        heatmaps = []
+        for hourglass, head, merge in zip(self.hourglasses[:-1], self.heads[:-1], self.merges):
+            y, _ = hourglass(x, use_skips)
+            hm, features = head(y)
+            heatmaps.append(hm)
+            x = merge(x, features, hm)
+        return x, heatmaps
+
+    def forward(self, images: jax.Array, *, use_skips: bool | None = None) -> Output:
+        """All stacks' heatmaps and the last hourglass' bottleneck outputs.
+
+        `use_skips` overrides the config's `use_skip_connections` for this call only (the
+        thesis' skip ablation: same weights, skip adds dropped).
+        """
+        use_skips = self._skips(use_skips)
+        x, heatmaps = self._to_last_stack(images, use_skips)
+        y, bottlenecks = self.hourglasses[-1](x, use_skips)
+        heatmaps.append(self.heads[-1](y)[0])
+        return Output(jnp.stack(heatmaps), tuple(bottlenecks))
+
+    def __call__(self, images: jax.Array, *, use_skips: bool | None = None) -> jax.Array:
+        """(B, S, S, 3) -> heatmaps of the last stack (B, S/4, S/4, n_joints)."""
+        return self.forward(images, use_skips=use_skips).heatmaps[-1]
+
+    def encode(self, images: jax.Array, layer: int | str = 3, *,
+               use_skips: bool | None = None) -> tuple[jax.Array, list[jax.Array]]:
+        """images -> (latent of the last hourglass after bottleneck residual `layer` (1-based)
+        or its autoencoder code for layer='code', skip features that `decode` needs)."""
+        x, _ = self._to_last_stack(images, self._skips(use_skips))
+        return self.hourglasses[-1].encode(x, layer)
+
+    def decode(self, latent: jax.Array, skips, layer: int | str = 3, *,
+               use_skips: bool | None = None) -> jax.Array:
+        """(latent, skips) from `encode` (latent possibly edited) -> last-stack heatmaps."""
+        y = self.hourglasses[-1].decode(latent, skips, layer, self._skips(use_skips))
+        return self.heads[-1](y)[0]
+
+
+MODEL_FIELDS = ("n_stacks", "depth", "n_bottleneck", "features", "mid_features",
+                "stem_features", "residual_skip", "n_joints", "use_skip_connections",
+                "input_size", "autoencoder", "ae_channels", "ae_code_size",
+                "autoencoder_every_stack", "dtype")
+
+
+def model_config() -> ml_collections.ConfigDict:
+    """The thesis model (1 stack, conv3x3 residual skips, 256 features, no autoencoder)."""
+    return ml_collections.ConfigDict(dict(
+        n_stacks=1, depth=4, n_bottleneck=3, features=256, mid_features=128,
+        stem_features=256, residual_skip="conv3x3", n_joints=17, use_skip_connections=True,
+        input_size=256, autoencoder=False, ae_channels=(192, 128, 64), ae_code_size=50,
+        autoencoder_every_stack=False, dtype="float32"))
+
+
+def build_model(config: ml_collections.ConfigDict, seed: int = 0) -> StackedHourglass:
+    """Builds a StackedHourglass from a `model_config()`-shaped ConfigDict."""
+    kwargs = {k: config[k] for k in MODEL_FIELDS}
+    kwargs["ae_channels"] = tuple(kwargs["ae_channels"])
+    kwargs["dtype"] = None if kwargs["dtype"] == "float32" else jnp.dtype(kwargs["dtype"])
+    return StackedHourglass(**kwargs, rngs=nnx.Rngs(seed))
+
+
+def latent_layer(value: str | int) -> int | str:
+    """Parses a command-line layer name: '1'..'n' -> int, 'code' -> 'code'."""
+    return CODE_LAYER if str(value) == CODE_LAYER else int(value)

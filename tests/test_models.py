@@ -1,0 +1,211 @@
+"""The models: thesis parameter counts and shapes, encode/decode, skips, BatchNorm modes, init."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from shg_jax.models import (BottleneckAutoencoder, Residual, StackedHourglass, build_model,
+                            model_config)
+
+
+def n_params(module) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def tiny_config(**overrides):
+    cfg = model_config()
+    cfg.update(dict(features=16, mid_features=8, stem_features=8, depth=2, input_size=64,
+                    ae_channels=(12, 8, 4), ae_code_size=6))
+    cfg.update(overrides)
+    return cfg
+
+
+# --- the exact thesis model: shapes and counts only, no compilation -----------------------
+
+def test_thesis_parameter_count():
+    model = nnx.eval_shape(lambda: build_model(model_config()))
+    assert n_params(model) == 14_526_053
+
+
+def test_thesis_autoencoder_parameter_count():
+    ae = nnx.eval_shape(lambda: BottleneckAutoencoder(rngs=nnx.Rngs(0)))
+    assert n_params(ae) == 1_578_994
+    cfg = model_config()
+    cfg.autoencoder = True
+    model = nnx.eval_shape(lambda: build_model(cfg))
+    assert n_params(model) == 14_526_053 + 1_578_994
+
+
+def test_thesis_shapes():
+    model = nnx.eval_shape(lambda: build_model(model_config()))
+    graphdef, state = nnx.split(model)
+    images = jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32)
+
+    def forward(state, x):
+        out = nnx.merge(graphdef, state).forward(x)
+        return out.heatmaps[-1], out.bottlenecks
+
+    heatmaps, bottlenecks = jax.eval_shape(forward, state, images)
+    assert heatmaps.shape == (2, 64, 64, 17)
+    assert [b.shape for b in bottlenecks] == [(2, 4, 4, 256)] * 3
+    latent, skips = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s).encode(x), state,
+                                   images)
+    assert latent.shape == (2, 4, 4, 256) and math.prod(latent.shape[1:]) == 4096
+    assert [s.shape[1] for s in skips] == [64, 32, 16, 8]
+
+
+def test_identity_residual_skip_has_no_conv_when_widths_match():
+    rngs = nnx.Rngs(0)
+    same = Residual(16, 16, 8, skip="identity", rngs=rngs)
+    wider = Residual(8, 16, 8, skip="identity", rngs=rngs)
+    assert same.branch_cov is None
+    assert wider.branch_cov.kernel[...].shape == (1, 1, 8, 16)
+    with pytest.raises(ValueError, match="residual_skip"):
+        Residual(16, 16, 8, skip="bogus", rngs=rngs)
+
+
+def test_bad_input_size_is_rejected():
+    with pytest.raises(ValueError, match="multiple of"):
+        build_model(tiny_config(input_size=60))
+
+
+# --- behaviour on a tiny model ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny 1-stack model with an autoencoder, in eval mode, and its compiled entry points."""
+    model = build_model(tiny_config(autoencoder=True), seed=1)
+    # Non-trivial running statistics so that eval-mode BatchNorm is not the identity.
+    images = jax.random.normal(jax.random.key(0), (4, 64, 64, 3))
+    model.train()
+    model(images)
+    model.eval()
+    graphdef, state = nnx.split(model)
+
+    @jax.jit(static_argnums=2)
+    def forward(state, x, use_skips):
+        out = nnx.merge(graphdef, state).forward(x, use_skips=use_skips)
+        return out.heatmaps, out.bottlenecks
+
+    @jax.jit
+    def roundtrip(state, x):
+        m = nnx.merge(graphdef, state)
+        outs = []
+        for layer in (1, 2, 3, "code"):
+            latent, skips = m.encode(x, layer)
+            outs.append(m.decode(latent, skips, layer))
+        return outs
+
+    return dict(model=model, state=state, forward=forward, roundtrip=roundtrip,
+                images=images)
+
+
+def test_tiny_shapes(tiny):
+    heatmaps, bottlenecks = tiny["forward"](tiny["state"], tiny["images"], True)
+    assert heatmaps.shape == (1, 4, 16, 16, 17)
+    assert [b.shape for b in bottlenecks] == [(4, 4, 4, 16)] * 3
+
+
+def test_encode_then_decode_equals_forward(tiny):
+    heatmaps, _ = tiny["forward"](tiny["state"], tiny["images"], True)
+    for out in tiny["roundtrip"](tiny["state"], tiny["images"]):
+        np.testing.assert_allclose(out, heatmaps[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_edited_latent_changes_decoding(tiny):
+    m = tiny["model"]
+    latent, skips = m.encode(tiny["images"], 3)
+    base = m.decode(latent, skips, 3)
+    edited = m.decode(latent + 1.0, skips, 3)
+    assert float(jnp.abs(edited - base).max()) > 1e-4
+
+
+def test_bottleneck_outputs_are_the_encoded_latents(tiny):
+    _, bottlenecks = tiny["forward"](tiny["state"], tiny["images"], True)
+    for layer in (1, 2, 3):
+        latent, _ = tiny["model"].encode(tiny["images"], layer)
+        np.testing.assert_allclose(latent, bottlenecks[layer - 1], rtol=1e-5, atol=1e-6)
+
+
+def test_skips_off_changes_output_with_same_parameters(tiny):
+    with_skips, _ = tiny["forward"](tiny["state"], tiny["images"], True)
+    without, _ = tiny["forward"](tiny["state"], tiny["images"], False)
+    assert float(jnp.abs(with_skips - without).max()) > 1e-3
+    no_skip_model = build_model(tiny_config(autoencoder=True, use_skip_connections=False))
+    assert n_params(no_skip_model) == n_params(tiny["model"])
+    # The config default is what a call without `use_skips` uses.
+    nnx.update(no_skip_model, tiny["state"])
+    no_skip_model.eval()
+    np.testing.assert_allclose(no_skip_model(tiny["images"]), without[-1], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_batchnorm_train_vs_eval():
+    model = build_model(tiny_config(), seed=2)
+    x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
+    x_other = x.at[1:].set(jax.random.normal(jax.random.key(2), (3, 64, 64, 3)))
+    stats_before = nnx.state(model, nnx.BatchStat)
+
+    model.eval()
+    a, b = model(x), model(x_other)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6)   # per-sample in eval
+    assert jax.tree.all(jax.tree.map(lambda u, v: bool(jnp.all(u == v)), stats_before,
+                                     nnx.state(model, nnx.BatchStat)))
+
+    model.train()
+    a, b = model(x), model(x_other)
+    assert float(jnp.abs(a[0] - b[0]).max()) > 1e-4                # batch statistics
+    mean = model.bn_pre.mean[...]
+    assert float(jnp.abs(mean).max()) > 0                            # running stats moved
+    # PyTorch momentum 0.1: new = 0.9 * old + 0.1 * batch mean (old is 0 after the 1st call
+    # of the previous line's pair, so two updates: 0.9 * (0.1 m1) + 0.1 m2).
+    stem = model.pre_conv1(x)
+    stem_other = model.pre_conv1(x_other)
+    expected = 0.9 * 0.1 * stem.mean((0, 1, 2)) + 0.1 * stem_other.mean((0, 1, 2))
+    np.testing.assert_allclose(mean, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_two_stacks_give_per_stack_outputs():
+    model = build_model(tiny_config(n_stacks=2), seed=3)
+    model.eval()
+    out = model.forward(jnp.ones((2, 64, 64, 3)))
+    assert out.heatmaps.shape == (2, 2, 16, 16, 17)
+    assert float(jnp.abs(out.heatmaps[0] - out.heatmaps[1]).max()) > 0
+    assert len(model.merges) == 1 and len(model.heads) == 2
+
+
+def test_autoencoder_every_stack():
+    last_only = build_model(tiny_config(n_stacks=2, autoencoder=True))
+    every = build_model(tiny_config(n_stacks=2, autoencoder=True, autoencoder_every_stack=True))
+    assert last_only.hourglasses[0].autoencoder is None
+    assert last_only.hourglasses[1].autoencoder is not None
+    assert every.hourglasses[0].autoencoder is not None
+
+
+def test_code_layer_needs_an_autoencoder():
+    model = build_model(tiny_config())
+    with pytest.raises(ValueError, match="autoencoder"):
+        model.encode(jnp.ones((1, 64, 64, 3)), "code")
+    with pytest.raises(ValueError, match="layer"):
+        model.encode(jnp.ones((1, 64, 64, 3)), 4)
+
+
+def test_kernel_init_is_untruncated_glorot_normal_and_biases_zero():
+    res = Residual(256, 256, 128, skip="conv3x3", rngs=nnx.Rngs(0))
+    kernel = np.asarray(res.branch_cov.kernel[...])            # (3, 3, 256, 256)
+    fan = 9 * 256
+    std = math.sqrt(2.0 / (fan + fan))
+    assert abs(kernel.std() / std - 1) < 0.03
+    assert abs(kernel.mean()) < 0.01 * std
+    # A normal truncated at 2 std has no values beyond it; 590k untruncated draws have ~27k.
+    assert np.mean(np.abs(kernel) > 2 * std) > 0.04
+    assert np.abs(kernel).max() > 4 * std
+    for conv in (res.conv1, res.conv2, res.conv3, res.branch_cov):
+        assert not np.any(np.asarray(conv.bias[...]))
+    ae = BottleneckAutoencoder(rngs=nnx.Rngs(0))
+    lin = np.asarray(ae.encoder_linear.kernel[...])             # (1024, 50)
+    assert abs(lin.std() / math.sqrt(2.0 / (1024 + 50)) - 1) < 0.05

@@ -1,0 +1,78 @@
+"""PCK on hand-built heatmaps whose expected values are worked out here."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from shg_jax.pck import add_counts, joint_hits, pck_counts, per_sample_pck, summarize
+
+J, H = 17, 64
+
+
+def peaks_to_maps(peaks, b=3):
+    """{(sample, joint): (x, y)} -> (b, H, H, J) maps with a single 1 at each given peak."""
+    maps = np.zeros((b, H, H, J), np.float32)
+    for (s, j), (x, y) in peaks.items():
+        maps[s, y, x, j] = 1.0
+    return jnp.asarray(maps)
+
+
+def test_threshold_is_half_of_a_tenth_of_the_map():
+    # GT at (20, 20); predictions at distances 3 (correct), sqrt(10)=3.16 (correct, < 3.2),
+    # sqrt(13)=3.61 (wrong), 4 (wrong), 0 (correct).
+    offsets = [(3, 0), (3, 1), (2, 3), (0, 4), (0, 0)]
+    gt = peaks_to_maps({(0, j): (20, 20) for j in range(5)})
+    pred = peaks_to_maps({(0, j): (20 + dx, 20 + dy) for j, (dx, dy) in enumerate(offsets)})
+    correct, annotated = joint_hits(pred, gt)
+    assert correct[0, :5].tolist() == [True, True, False, False, True]
+    assert annotated[0].tolist() == [True] * 5 + [False] * 12
+    # The constants are c = H / 10 and r = 0.5: a larger normaliser accepts 3.61 too.
+    correct, _ = joint_hits(pred, gt, normalizer=8.0)
+    assert correct[0, :5].tolist() == [True, True, True, False, True]
+
+
+def test_per_sample_mean_excludes_samples_without_annotations():
+    # Sample 0: joints 0 (correct) and 7 (wrong) annotated -> 0.5.
+    # Sample 1: joint 9 annotated and correct -> 1.0.
+    # Sample 2: nothing annotated -> excluded (the mean is 0.75, not 0.5 or 0.833).
+    gt = peaks_to_maps({(0, 0): (10, 10), (0, 7): (30, 30), (1, 9): (5, 5)})
+    pred = peaks_to_maps({(0, 0): (11, 10), (0, 7): (40, 30), (1, 9): (5, 7), (2, 3): (1, 1)})
+    vis = jnp.zeros((3, J)).at[0, 0].set(2).at[0, 7].set(1).at[1, 9].set(2)
+    out = summarize(pck_counts(pred, gt, vis))
+    assert out["all/pck"] == pytest.approx(0.75)
+    assert out["all/samples"] == 2
+    assert out["all/pooled"] == pytest.approx(2 / 3)
+    assert out["all/per_joint"][0] == 1.0 and out["all/per_joint"][7] == 0.0
+    assert out["all/per_joint"][9] == 1.0 and np.isnan(out["all/per_joint"][3])
+    # v=2 only: sample 0 keeps joint 0 (correct) -> 1.0; sample 1 -> 1.0.
+    assert out["visible/pck"] == pytest.approx(1.0) and out["visible/samples"] == 2
+    # limbs only (7, 9 are limbs, 0 is not): sample 0 -> 0.0, sample 1 -> 1.0.
+    assert out["limbs/pck"] == pytest.approx(0.5)
+    assert out["limbs/pooled"] == pytest.approx(0.5)
+
+
+def test_padding_rows_and_exact_combination_across_batches():
+    gt = peaks_to_maps({(0, 0): (10, 10), (0, 1): (12, 12), (1, 2): (5, 5), (2, 5): (8, 8)})
+    pred = peaks_to_maps({(0, 0): (10, 10), (0, 1): (40, 12), (1, 2): (5, 5), (2, 5): (50, 8)})
+    vis = jnp.full((3, J), 2.0)
+    whole = summarize(pck_counts(pred, gt, vis))
+    assert whole["all/pck"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    split = add_counts(pck_counts(pred[:2], gt[:2], vis[:2]),
+                       pck_counts(pred[2:], gt[2:], vis[2:]))
+    np.testing.assert_equal(summarize(split), whole)   # NaN-aware, exact
+    # The last row marked as padding is not counted at all.
+    padded = summarize(pck_counts(pred, gt, vis, valid=jnp.array([True, True, False])))
+    assert padded["all/pck"] == pytest.approx(0.75) and padded["all/samples"] == 2
+
+
+def test_per_sample_pck_flags_empty_samples():
+    correct = jnp.array([[True, False], [False, False]])
+    annotated = jnp.array([[True, True], [False, False]])
+    pck, has = per_sample_pck(correct, annotated)
+    assert pck.tolist() == [0.5, 0.0] and has.tolist() == [True, False]
+
+
+def test_nothing_counted_gives_nan():
+    maps = jnp.zeros((1, H, H, J))
+    out = summarize(pck_counts(maps, maps, jnp.zeros((1, J))))
+    assert np.isnan(out["all/pck"]) and out["all/samples"] == 0
