@@ -1,0 +1,24 @@
+"""The on-disk format of prepared data, shared by the writer (data_prep) and the reader.
+
+    DATA_DIR/meta.json                   written last: splits, counts, train mean RGB, source
+    DATA_DIR/SPLIT/meta.json             the split's shards, counts and drop reasons
+    DATA_DIR/SPLIT/NNNNN/images.npy      uint8   (n, S, S, 3) person crops
+    DATA_DIR/SPLIT/NNNNN/keypoints.npy   float32 (n, 17, 3) crop pixels (x, y, v)
+    DATA_DIR/SPLIT/NNNNN/image_id.npy    int64   (n,) COCO image id
+    DATA_DIR/SPLIT/NNNNN/ann_id.npy      int64   (n,) COCO annotation id
+    DATA_DIR/SPLIT/NNNNN/progress.json   where the writer stood after this shard (resume)
+
+Every shard is written into a temporary folder and renamed, and a split exists for readers
+only once its meta.json does, so a crash never leaves a partial split that looks complete.
+Plain .npy files memory-map, so a reader never loads a split into memory.
+"""
+
+FORMAT_VERSION = 1
+ARRAYS = ("images", "keypoints", "image_id", "ann_id")
+SPLITS = ("train", "val", "test")
+META = "meta.json"
+PROGRESS = "progress.json"
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
