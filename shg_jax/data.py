@@ -1,0 +1,170 @@
+"""Reading prepared shards: memory-mapped splits, seeded epochs, per-process slices, prefetch.
+
+Batches are host NumPy dicts: images uint8 (b, S, S, 3), keypoints float32 (b, 17, 3) in crop
+pixels, image_id / ann_id int64 (b,), index int64 (b,) (the row in the split), and for
+evaluation valid bool (b,). uint8 images go to the device as they are; mean subtraction and
+scaling happen inside the jitted step.
+
+Order: epoch e of a training run visits the permutation drawn from (seed, e); the incomplete
+last batch is dropped (so every step has the full global batch, as BatchNorm and the
+data-parallel step want). Evaluation visits every sample once in order, padding the last batch
+and marking the padding rows valid=False. With several processes, each reads only its own
+contiguous slice of every global batch (process p of P takes rows [p*b, (p+1)*b), b = B/P).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import queue
+import threading
+from typing import Callable, Iterator
+
+import numpy as np
+
+from shg_jax import shards
+
+
+class DataError(Exception):
+    """Prepared data missing or incomplete; the message says which command makes it."""
+
+
+def _prepare_hint(data_dir: pathlib.Path) -> str:
+    return (f"make it with: python -m data_prep.coco --coco-root COCO_DIR --out {data_dir} "
+            f"(or python -m data_prep.synthetic for synthetic data)")
+
+
+def load_meta(data_dir) -> dict:
+    """The top-level meta.json of a prepared data folder (exists only once it is complete)."""
+    data_dir = pathlib.Path(data_dir)
+    path = data_dir / shards.META
+    if not path.is_file():
+        state = "unfinished" if data_dir.is_dir() else "missing"
+        raise DataError(f"no complete prepared data at {data_dir} ({state}); "
+                        + _prepare_hint(data_dir))
+    with open(path) as f:
+        return json.load(f)
+
+
+class Split:
+    """One prepared split, memory-mapped: len(split), split.gather(indices)."""
+
+    def __init__(self, data_dir, name: str):
+        data_dir = pathlib.Path(data_dir)
+        self.meta_all = load_meta(data_dir)
+        self.name = name
+        self.dir = data_dir / name
+        try:
+            with open(self.dir / shards.META) as f:
+                self.meta = json.load(f)
+        except FileNotFoundError:
+            raise DataError(f"split {name!r} missing in {data_dir}; "
+                            + _prepare_hint(data_dir)) from None
+        self.shards = [{key: np.load(self.dir / s["name"] / f"{key}.npy", mmap_mode="r")
+                        for key in shards.ARRAYS} for s in self.meta["shards"]]
+        counts = [len(s["image_id"]) for s in self.shards]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        if self.offsets[-1] != self.meta["count"]:
+            raise DataError(f"{self.dir} holds {self.offsets[-1]} samples but its meta.json "
+                            f"says {self.meta['count']}; prepare it again with --overwrite")
+        self.image_size = int(self.meta_all["image_size"])
+        self.mean_rgb = np.asarray(self.meta_all["mean_rgb"], np.float32)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows `indices` (any order, repeats allowed) -> dict of arrays in that order."""
+        indices = np.asarray(indices, np.int64)
+        out = {key: np.empty((len(indices),) + self.shards[0][key].shape[1:],
+                             self.shards[0][key].dtype) for key in shards.ARRAYS}
+        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        for s in np.unique(shard_of):
+            rows = np.nonzero(shard_of == s)[0]
+            local = indices[rows] - self.offsets[s]
+            order = np.argsort(local, kind="stable")        # sequential reads from the file
+            for key in shards.ARRAYS:
+                out[key][rows[order]] = self.shards[s][key][local[order]]
+        out["index"] = indices
+        return out
+
+
+def steps_per_epoch(n: int, global_batch: int, *, train: bool) -> int:
+    return n // global_batch if train else math.ceil(n / global_batch)
+
+
+def _local_rows(global_batch: int, process_index: int, process_count: int) -> slice:
+    if global_batch % process_count:
+        raise ValueError(f"global batch {global_batch} is not divisible by the "
+                         f"{process_count} processes")
+    per = global_batch // process_count
+    return slice(process_index * per, (process_index + 1) * per)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The visiting order of epoch `epoch`: a function of (seed, epoch) only."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+def train_batches(split: Split, global_batch: int, *, seed: int, epoch: int,
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1
+                  ) -> Iterator[dict]:
+    """This process' part of each full global batch of epoch `epoch`, from `start_step`."""
+    rows = _local_rows(global_batch, process_index, process_count)
+    order = epoch_permutation(len(split), seed, epoch)
+    for step in range(start_step, steps_per_epoch(len(split), global_batch, train=True)):
+        yield split.gather(order[step * global_batch:(step + 1) * global_batch][rows])
+
+
+def eval_batches(split: Split, global_batch: int, *, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict]:
+    """Every sample once, in order; the last global batch padded, padding rows valid=False."""
+    rows = _local_rows(global_batch, process_index, process_count)
+    n = len(split)
+    for step in range(steps_per_epoch(n, global_batch, train=False)):
+        index = np.arange(step * global_batch, (step + 1) * global_batch)[rows]
+        valid = index < n
+        batch = split.gather(np.where(valid, index, 0))
+        batch["valid"] = valid
+        yield batch
+
+
+def prefetch(iterator: Iterator, size: int = 2, transform: Callable | None = None
+             ) -> Iterator:
+    """Runs `iterator` (and `transform`, e.g. a device put) `size` items ahead on a thread.
+
+    Exceptions raised by the producer are re-raised in the consumer. Closing the returned
+    generator (or dropping it) stops the producer."""
+    q: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterator:
+                item = transform(item) if transform else item
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((True, done))
+        except BaseException as e:          # handed to the consumer
+            q.put((False, e))
+
+    thread = threading.Thread(target=produce, daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()

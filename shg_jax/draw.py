@@ -1,0 +1,45 @@
+"""Drawing skeletons on images (data previews, predictions)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from shg_jax.skeleton import SKELETON
+
+LEFT, RIGHT, CENTRE = (255, 140, 0), (0, 160, 255), (80, 220, 80)
+
+
+def _side(joint: int):
+    if joint == 0:
+        return CENTRE
+    return LEFT if joint % 2 == 1 else RIGHT
+
+
+def draw_skeleton(image: Image.Image, keypoints: np.ndarray, *, radius: float = 3.0,
+                  width: int = 2, scores: np.ndarray | None = None,
+                  threshold: float = 0.0) -> Image.Image:
+    """Draws (17, 3) keypoints (x, y, v) on a copy of `image`: limbs coloured by side (left
+    orange, right blue), visible joints (v=2) filled, occluded ones (v=1) as rings, v=0 not
+    drawn. With `scores`, joints scoring below `threshold` (and their limbs) are dimmed."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out, "RGBA")
+    kps = np.asarray(keypoints, np.float64)
+    dim = np.zeros(len(kps), bool) if scores is None else np.asarray(scores) < threshold
+
+    def colour(j, weak):
+        return _side(j) + ((90,) if weak else (255,))
+
+    for a, b in SKELETON:
+        if kps[a, 2] > 0 and kps[b, 2] > 0:
+            draw.line((tuple(kps[a, :2]), tuple(kps[b, :2])),
+                      fill=colour(b, dim[a] or dim[b]), width=width)
+    for j, (x, y, v) in enumerate(kps):
+        if v <= 0:
+            continue
+        box = (x - radius, y - radius, x + radius, y + radius)
+        if v >= 2:
+            draw.ellipse(box, fill=colour(j, dim[j]), outline=(0, 0, 0, 255))
+        else:
+            draw.ellipse(box, outline=colour(j, dim[j]), width=max(1, width))
+    return out
