@@ -185,7 +185,7 @@ class WriterState:
     shards: list = dataclasses.field(default_factory=list)     # [{"name", "count"}]
     dropped: dict = dataclasses.field(default_factory=dict)    # processing-time drops
     unreadable: list = dataclasses.field(default_factory=list)
-    rgb_sum: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
+    rgb_sum: list = dataclasses.field(default_factory=lambda: [0, 0, 0])  # exact
     pixels: int = 0
 
     @property
@@ -221,9 +221,9 @@ def write_shard(split_dir: pathlib.Path, crops: list, state: WriterState) -> Non
                   ann_id=np.asarray(columns[3], np.int64))
     for key in shards.ARRAYS:
         np.save(tmp / f"{key}.npy", arrays[key])
-    images = arrays["images"].reshape(-1, 3).astype(np.float64)
-    state.rgb_sum = [a + b for a, b in zip(state.rgb_sum, images.sum(axis=0).tolist())]
-    state.pixels += len(images)
+    channel_sums = arrays["images"].sum(axis=(0, 1, 2), dtype=np.uint64).tolist()
+    state.rgb_sum = [a + int(b) for a, b in zip(state.rgb_sum, channel_sums)]
+    state.pixels += int(np.prod(arrays["images"].shape[:3]))
     state.shards.append({"name": name, "count": len(crops)})
     fileio.write_json(tmp / shards.PROGRESS, dataclasses.asdict(state))
     os.replace(tmp, final)

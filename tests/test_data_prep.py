@@ -1,0 +1,246 @@
+"""data_prep.coco on synthetic data and on the real COCO slice; data_prep.synthetic/preview."""
+
+import filecmp
+import json
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from data_prep import coco as prep
+from data_prep import preview, synthetic
+from shg_jax import data, shards
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """A small synthetic COCO-layout folder (made once for the module)."""
+    return synthetic.generate(tmp_path_factory.mktemp("synth"), train=160, val=20, seed=7,
+                              size=128)
+
+
+def run_prep(root, out, *extra):
+    return prep.main(["--coco-root", str(root), "--out", str(out), "--size", "64",
+                      "--test-size", "30", "--shard-size", "16", "--workers", "1", *extra])
+
+
+def tree_files(root: pathlib.Path):
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def assert_same_tree(a: pathlib.Path, b: pathlib.Path):
+    files = tree_files(a)
+    assert files == tree_files(b)
+    for f in files:
+        assert filecmp.cmp(a / f, b / f, shallow=False), f
+
+
+# --- synthetic data -------------------------------------------------------------------
+
+def test_synthetic_is_coco_and_has_occlusion_overlap_and_unlabelled(synth):
+    coco = COCO(str(synth / "annotations" / "person_keypoints_train2017.json"))
+    kps = np.array([a["keypoints"] for a in coco.anns.values()]).reshape(-1, 17, 3)
+    v = kps[..., 2]
+    assert (v == 2).mean() > 0.5 and (v == 1).any() and (v == 0).any()
+    assert any(a["num_keypoints"] == 0 for a in coco.anns.values())   # background figures
+    per_image = [len(coco.getAnnIds(imgIds=[i])) for i in coco.getImgIds()]
+    assert max(per_image) >= 3 and min(per_image) == 1
+    for info in list(coco.imgs.values())[:5]:
+        with Image.open(synth / "train2017" / info["file_name"]) as im:
+            assert im.size == (info["width"], info["height"]) and im.mode == "RGB"
+
+
+def test_synthetic_is_deterministic(tmp_path):
+    a = synthetic.generate(tmp_path / "a", train=3, val=2, seed=5, size=96)
+    b = synthetic.generate(tmp_path / "b", train=3, val=2, seed=5, size=96)
+    c = synthetic.generate(tmp_path / "c", train=3, val=2, seed=6, size=96)
+    assert_same_tree(a, b)
+    assert not filecmp.cmp(a / "train2017" / "000001000000.jpg",
+                           c / "train2017" / "000001000000.jpg", shallow=False)
+
+
+# --- preparation ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prepared(synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    assert run_prep(synth, out) == 0
+    return out
+
+
+def test_splits_counts_and_keypoints_inside(prepared, synth):
+    meta = json.loads((prepared / shards.META).read_text())
+    assert meta["splits"]["test"]["count"] == 30
+    for name in shards.SPLITS:
+        split = data.Split(prepared, name)
+        batch = split.gather(np.arange(len(split)))
+        assert batch["images"].shape[1:] == (64, 64, 3)
+        kps = batch["keypoints"]
+        labelled = kps[..., 2] > 0
+        assert labelled.any(axis=1).all()
+        assert np.all((kps[..., :2][labelled] >= 0) & (kps[..., :2][labelled] < 64))
+        m = split.meta
+        dropped = sum(n for r, n in m["dropped"].items() if r != "no_labelled_keypoint")
+        assert m["kept"] + dropped == m["persons_with_keypoints"]
+    images = {n: set(data.Split(prepared, n).gather(
+        np.arange(len(data.Split(prepared, n))))["image_id"].tolist()) for n in shards.SPLITS}
+    assert not images["train"] & images["test"] and not images["val"] & images["train"]
+    assert len(meta["mean_rgb"]) == 3 and all(0 < c < 1 for c in meta["mean_rgb"])
+
+
+def test_workers_give_identical_bytes(synth, prepared, tmp_path):
+    out = tmp_path / "w2"
+    assert run_prep(synth, out, "--workers", "2") == 0
+    assert_same_tree(prepared, out)
+
+
+def test_complete_output_is_left_alone_unless_overwrite(synth, tmp_path, capsys):
+    out = tmp_path / "d"
+    assert run_prep(synth, out, "--limit", "20") == 0
+    stamp = (out / "val" / "00000" / "images.npy").stat().st_mtime_ns
+    assert run_prep(synth, out, "--limit", "20") == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "val" / "00000" / "images.npy").stat().st_mtime_ns == stamp
+    assert run_prep(synth, out, "--limit", "20", "--overwrite") == 0
+    assert (out / "val" / "00000" / "images.npy").stat().st_mtime_ns != stamp
+
+
+def test_killed_run_resumes_to_the_same_bytes(synth, prepared, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "data_prep.coco", "--coco-root", str(synth), "--out",
+           str(out), "--size", "64", "--test-size", "30", "--shard-size", "16",
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "train" / "00002").exists():
+            assert proc.poll() is None, "finished before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert not (out / shards.META).exists()                  # not presented as complete
+    with pytest.raises(data.DataError):
+        data.Split(out, "train")
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming" in rerun.stderr
+    assert_same_tree(prepared, out)
+
+
+def test_rerun_with_other_settings_is_refused(synth, tmp_path, capsys):
+    out = tmp_path / "half"
+    out.mkdir()
+    (out / "prepare.json").write_text(json.dumps({"size": 128}))
+    assert run_prep(synth, out) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_missing_inputs_exit_2_and_write_nothing(synth, tmp_path, capsys):
+    broken = tmp_path / "noann"
+    shutil.copytree(synth, broken)
+    (broken / "annotations" / "person_keypoints_val2017.json").unlink()
+    assert run_prep(broken, tmp_path / "out1") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "person_keypoints_val2017.json" in err
+    shutil.rmtree(broken / "train2017")
+    (broken / "annotations" / "person_keypoints_val2017.json").write_text("{}")
+    assert run_prep(broken, tmp_path / "out2") == 2
+    assert "train2017" in capsys.readouterr().err
+    assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+
+
+def test_bad_images_are_skipped_and_odd_modes_converted(synth, tmp_path):
+    root = tmp_path / "bad"
+    shutil.copytree(synth, root)
+    val = sorted((root / "val2017").iterdir())
+    truncated, missing = val[0], val[1]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    missing.unlink()
+    val[2].write_bytes(b"not a jpeg at all")
+    Image.open(val[3]).convert("L").save(val[3], format="JPEG")
+    Image.open(val[4]).convert("CMYK").save(val[4], format="JPEG")
+    Image.open(val[5]).convert("RGBA").save(val[5], format="PNG")   # PNG named .jpg
+    out = tmp_path / "out"
+    assert run_prep(root, out) == 0
+    meta = json.loads((out / "val" / shards.META).read_text())
+    bad = {pathlib.Path(u["file"]).name for u in meta["unreadable_images"]}
+    assert bad == {truncated.name, missing.name, val[2].name}
+    coco = COCO(str(root / "annotations" / "person_keypoints_val2017.json"))
+    lost = sum(sum(1 for a in coco.imgToAnns[i] if a["num_keypoints"] > 0)
+               for i in coco.getImgIds() if coco.imgs[i]["file_name"] in bad)
+    assert meta["dropped"]["image_unreadable"] == lost
+    split = data.Split(out, "val")
+    kept_ids = set(split.gather(np.arange(len(split)))["image_id"].tolist())
+    odd = {i for i in coco.getImgIds() if coco.imgs[i]["file_name"] in
+           {val[3].name, val[4].name, val[5].name}}
+    assert odd <= kept_ids
+
+
+def test_preview_writes_a_grid(prepared, tmp_path):
+    out = tmp_path / "grid.png"
+    assert preview.main([str(prepared / "train"), "--n", "5", "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size == (3 * 64, 2 * 64)
+
+
+# --- the real COCO slice ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def coco_prepared(coco_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("coco") / "data"
+    assert prep.main(["--coco-root", str(coco_sample), "--out", str(out), "--test-size", "40",
+                      "--workers", "2"]) == 0
+    return out
+
+
+def test_coco_sample_end_to_end(coco_prepared, coco_sample):
+    for name, source in (("val", "val2017"), ("train", "train2017")):
+        coco = COCO(str(coco_sample / "annotations" / f"person_keypoints_{source}.json"))
+        with_kps = sum(1 for a in coco.anns.values() if a["num_keypoints"] > 0)
+        metas = [json.loads((coco_prepared / s / shards.META).read_text())
+                 for s in (("val",) if name == "val" else ("train", "test"))]
+        kept = sum(m["kept"] for m in metas)
+        dropped = sum(n for m in metas for r, n in m["dropped"].items()
+                      if r != "no_labelled_keypoint")
+        assert kept + dropped == with_kps
+        assert sum(m["persons_seen"] for m in metas) == len(coco.anns)
+    split = data.Split(coco_prepared, "val")
+    kps = split.gather(np.arange(len(split)))["keypoints"]
+    lab = kps[..., 2] > 0
+    assert np.all((kps[..., :2][lab] >= 0) & (kps[..., :2][lab] < 256))
+
+
+def test_one_crop_recomputed_from_the_photo(coco_prepared, coco_sample):
+    split = data.Split(coco_prepared, "val")
+    row = split.gather(np.array([5]))
+    coco = COCO(str(coco_sample / "annotations" / "person_keypoints_val2017.json"))
+    ann = coco.anns[int(row["ann_id"][0])]
+    info = coco.imgs[ann["image_id"]]
+    # The thesis crop, written out independently of shg_jax.crop.
+    k = np.array(ann["keypoints"], float).reshape(17, 3)
+    pts = k[k[:, 2] > 0, :2]
+    (x_lo, y_lo), (x_hi, y_hi) = pts.min(0), pts.max(0)
+    side = min(int(round(1.1 * max(x_hi - x_lo, y_hi - y_lo))), info["width"], info["height"])
+    x0 = min(max(int(round((x_lo + x_hi) / 2 - side / 2)), 0), info["width"] - side)
+    y0 = min(max(int(round((y_lo + y_hi) / 2 - side / 2)), 0), info["height"] - side)
+    photo = Image.open(coco_sample / "val2017" / info["file_name"]).convert("RGB")
+    expected = np.asarray(photo.crop((x0, y0, x0 + side, y0 + side)).resize(
+        (256, 256), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(row["images"][0], expected)
+    vis = k[:, 2] > 0
+    np.testing.assert_allclose(row["keypoints"][0][vis, :2],
+                               (k[vis, :2] - (x0, y0)) * 256 / side, rtol=1e-5)
+    np.testing.assert_array_equal(row["keypoints"][0][:, 2], k[:, 2])
