@@ -1,7 +1,10 @@
-"""The thesis' experiment (Andersen 2021, §5): 1-stack Stacked Hourglass on COCO keypoints.
+"""The thesis' experiment (Andersen 2021, §5): the 1-stack Stacked Hourglass on COCO.
 
-Every value here is the thesis'; deviations belong in other config files or overrides
-(`--config.model.n_stacks=2`).
+    python main.py --config=configs/baseline.py --workdir=runs/baseline \
+        --config.data_dir=data/coco
+
+Every value is the thesis'; deviations are overrides or other config files. The data come
+from `python -m data_prep.coco --coco-root COCO_DIR --out data/coco`.
 """
 
 import ml_collections
@@ -11,5 +14,35 @@ from shg_jax.models import model_config
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.model = model_config()
+    config.seed = 0
+    # Prepared shards (python -m data_prep.coco ... --out data/coco).
+    config.data_dir = "data/coco"
+    # When set (a ConfigDict: train, val, seed, image_size), main.py generates and prepares
+    # a synthetic data set at data_dir on first use (see configs/demo.py).
+    config.synthetic = ml_collections.config_dict.placeholder(ml_collections.ConfigDict)
+
+    config.model = model_config()            # 1 stack, conv3x3 residual skips, 256 features
+
+    config.heatmap = ml_collections.ConfigDict(dict(
+        style="thesis",                      # impulse blurred by a normalised Gaussian
+        sigma_visible=0.5, sigma_occluded=1.0,
+        sigma_newell=1.0))                   # used by style="newell"
+
+    config.batch_size = 16
+    config.eval_batch_size = 16
+    config.num_epochs = 100
+    config.optimizer = "rmsprop"             # PyTorch RMSprop: eps outside the square root
+    config.learning_rate = 2.5e-4
+    config.rmsprop_decay = 0.99
+    config.rmsprop_eps = 1e-8
+    config.rmsprop_eps_in_sqrt = False
+    config.momentum = 0.0                    # used by optimizer="sgd"
+    # ReduceLROnPlateau(mode="max", factor=0.2, patience=5, min_lr=5e-5) on val PCK.
+    config.plateau = ml_collections.ConfigDict(dict(factor=0.2, patience=5, min_lr=5e-5,
+                                                    threshold=1e-4))
+
+    config.log_every_steps = 50
+    config.keep_checkpoints = 3
+    config.num_tb_images = 8
+    config.prefetch = 2
     return config

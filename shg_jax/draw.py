@@ -43,3 +43,29 @@ def draw_skeleton(image: Image.Image, keypoints: np.ndarray, *, radius: float = 
         else:
             draw.ellipse(box, outline=colour(j, dim[j]), width=max(1, width))
     return out
+
+
+def fuse_heatmaps(heatmaps: np.ndarray) -> np.ndarray:
+    """(H, W, J) heatmaps -> (H, W) in [0, 1]: the max over joints, scaled by its own peak
+    (thesis-style maps peak at 0.62 or 0.16, predictions anywhere), 0 where all are <= 0."""
+    fused = np.clip(np.asarray(heatmaps, np.float32).max(axis=-1), 0, None)
+    peak = fused.max()
+    return fused / peak if peak > 0 else fused
+
+
+def overlay_heatmap(image: np.ndarray, heat: np.ndarray, colour=(255, 40, 40)) -> np.ndarray:
+    """(S, S, 3) uint8 crop and an (H, W) map in [0, 1] (S a multiple of H) -> the crop,
+    darkened, with the map blended on top in `colour` (nearest-neighbour upsampled)."""
+    scale = image.shape[0] // heat.shape[0]
+    alpha = np.repeat(np.repeat(heat, scale, axis=0), scale, axis=1)[..., None]
+    base = image.astype(np.float32) * 0.6
+    out = base * (1 - alpha) + np.asarray(colour, np.float32) * alpha
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def heatmap_grid(images: np.ndarray, *maps: np.ndarray) -> np.ndarray:
+    """N crops (N, S, S, 3) and any number of (N, H, W, J) heatmap sets -> one uint8 image
+    with a row per crop: the crop, then the crop with each fused heatmap set overlaid."""
+    rows = [np.concatenate([img] + [overlay_heatmap(img, fuse_heatmaps(m[i])) for m in maps],
+                           axis=1) for i, img in enumerate(images)]
+    return np.concatenate(rows, axis=0)

@@ -1,0 +1,52 @@
+"""Synthetic data on demand: what lets `python main.py --config=configs/demo.py` run on a
+fresh machine with no download."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+from data_prep import coco as prep
+from data_prep import synthetic
+from shg_jax import data, fileio
+
+SETTINGS = "synthetic.json"
+
+
+class CacheError(Exception):
+    pass
+
+
+def ensure_synthetic(config) -> pathlib.Path:
+    """Generates and prepares config.synthetic into config.data_dir unless it is there.
+
+    DATA_DIR/coco/ holds the COCO-layout images, DATA_DIR/ the prepared shards; settings
+    are recorded so that a changed config.synthetic is not silently served old data."""
+    root = pathlib.Path(config.data_dir).expanduser()
+    settings = dict(config.synthetic.to_dict(), format=1)
+    marker = root / SETTINGS
+    if marker.is_file():
+        if json.loads(marker.read_text()) != settings:
+            raise CacheError(f"{root} holds synthetic data made with other settings "
+                             f"({marker}); choose another --config.data_dir or delete it")
+        try:
+            data.load_meta(root)
+            return root
+        except data.DataError:
+            pass                              # unfinished: the preparation resumes below
+    root.mkdir(parents=True, exist_ok=True)
+    fileio.write_json(marker, settings)
+    coco_root = root / "coco"
+    if not (coco_root / "annotations" / "person_keypoints_train2017.json").is_file():
+        print(f"generating synthetic data in {coco_root} (first use only)")
+        shutil.rmtree(coco_root, ignore_errors=True)
+        s = config.synthetic
+        synthetic.generate(coco_root, train=s.train, val=s.val, seed=s.seed,
+                           size=s.image_size)
+    n_test = max(1, config.synthetic.val)         # a test split as large as val, at most
+    status = prep.main(["--coco-root", str(coco_root), "--out", str(root), "--size",
+                        str(config.model.input_size), "--test-size", str(n_test)])
+    if status:
+        raise CacheError(f"preparing {coco_root} failed (exit status {status})")
+    return root

@@ -1,0 +1,94 @@
+"""Orbax checkpoints of a training run.
+
+    WORKDIR/checkpoints/latest/STEP     the last `keep` saves (every epoch end, interrupts)
+    WORKDIR/checkpoints/best/STEP       the epoch with the best validation PCK
+    WORKDIR/checkpoints/best_loss/STEP  the epoch with the lowest validation loss
+
+Each save holds the TrainState (parameters, BatchNorm statistics, optimizer state with the
+learning rate, step) and a JSON record: the config, the completed epochs, the data iterator's
+position (epoch index and step within it), the plateau schedule, and the history of epoch
+metrics. Orbax writes into a temporary folder and renames it when complete, so a killed save
+is never restored.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+KINDS = ("latest", "best", "best_loss")
+
+
+class CheckpointError(Exception):
+    """No checkpoint where one was asked for; the message says what exists."""
+
+
+class Checkpoints:
+    def __init__(self, workdir, keep: int = 3, *, read_only: bool = False):
+        self.root = pathlib.Path(workdir).absolute() / "checkpoints"
+        if read_only and not self.root.is_dir():
+            raise CheckpointError(f"no checkpoints in {workdir} (expected {self.root}); "
+                                  f"train with python main.py --workdir {workdir} first")
+
+        def manager(kind, max_to_keep):
+            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                                   read_only=read_only,
+                                                   cleanup_tmp_directories=not read_only)
+            return ocp.CheckpointManager(self.root / kind, options=options)
+
+        self.managers = {"latest": manager("latest", keep), "best": manager("best", 1),
+                         "best_loss": manager("best_loss", 1)}
+
+    def save(self, kind: str, state, record: dict) -> None:
+        step = int(record["global_step"])
+        mgr = self.managers[kind]
+        if step in mgr.all_steps():
+            return
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(record)))
+
+    def latest_step(self, kind: str = "latest") -> int | None:
+        return self.managers[kind].latest_step()
+
+    def record(self, kind: str, step: int) -> dict:
+        return self.managers[kind].restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+    def find(self, which: str) -> tuple[str, int]:
+        """'latest' | 'best' | 'best_loss' | an epoch number -> (kind, step)."""
+        if which in KINDS:
+            step = self.latest_step(which)
+            if step is None:
+                raise CheckpointError(f"no {which!r} checkpoint in {self.root}")
+            return which, step
+        try:
+            epoch = int(which)
+        except ValueError:
+            raise CheckpointError(f"checkpoint must be one of {KINDS} or an epoch number, "
+                                  f"got {which!r}") from None
+        for kind in KINDS:
+            for step in self.managers[kind].all_steps():
+                rec = self.record(kind, step)
+                if rec["epoch"] == epoch and rec["step_in_epoch"] == 0:
+                    return kind, step
+        kept = sorted({self.record(k, s)["epoch"] for k in KINDS
+                       for s in self.managers[k].all_steps()})
+        raise CheckpointError(f"no checkpoint of epoch {epoch} in {self.root}; "
+                              f"epochs kept: {kept}")
+
+    def restore(self, kind: str, step: int, target_state) -> tuple:
+        """-> (state laid out like `target_state`, its record)."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+        out = self.managers[kind].restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        return out.state, out.meta
+
+    def wait(self) -> None:
+        for mgr in self.managers.values():
+            mgr.wait_until_finished()
+
+    def close(self) -> None:
+        for mgr in self.managers.values():
+            mgr.close()

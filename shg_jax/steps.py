@@ -1,0 +1,130 @@
+"""The pure train and evaluation steps, and the state they carry.
+
+`train_step(state, batch) -> (state, loss)` and `eval_step(state, batch) -> sums` are pure
+functions of pytrees: the model's structure (an NNX graphdef, one in training mode and one in
+evaluation mode) is closed over, its parameters and BatchNorm statistics travel in `state`.
+Both render the heatmap targets on device from the batch's keypoints and turn the uint8
+images into float inputs (scaled to [0, 1], minus the training set's mean RGB) on device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from shg_jax import sharding as shd
+from shg_jax.heatmap import render_heatmaps
+from shg_jax.models import build_model
+from shg_jax.pck import pck_counts
+
+
+class TrainState(NamedTuple):
+    step: jax.Array                  # int32 scalar: optimizer steps taken
+    params: Any                      # nnx.State of nnx.Param
+    batch_stats: Any                 # nnx.State of nnx.BatchStat
+    opt_state: Any                   # optax state; holds the learning rate (inject_hyperparams)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """RMSProp as PyTorch's (thesis): eps added outside the square root, no momentum."""
+    if config.optimizer == "rmsprop":
+        return optax.inject_hyperparams(optax.rmsprop)(
+            learning_rate=config.learning_rate, decay=config.rmsprop_decay,
+            eps=config.rmsprop_eps, eps_in_sqrt=config.rmsprop_eps_in_sqrt)
+    if config.optimizer == "sgd":
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=config.learning_rate,
+                                                   momentum=config.momentum)
+    raise ValueError(f"config.optimizer must be 'rmsprop' or 'sgd', got {config.optimizer!r}")
+
+
+def learning_rate(state: TrainState) -> float:
+    return float(state.opt_state.hyperparams["learning_rate"])
+
+
+def with_learning_rate(state: TrainState, lr: float) -> TrainState:
+    """The same state with a new learning rate (set between epochs by the plateau rule)."""
+    hp = dict(state.opt_state.hyperparams)
+    old = hp["learning_rate"]
+    hp["learning_rate"] = jax.device_put(jnp.asarray(lr, old.dtype), old.sharding)
+    return state._replace(opt_state=state.opt_state._replace(hyperparams=hp))
+
+
+class Steps:
+    """Builds the model and optimizer from a config; holds the pure and the compiled steps."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mean_rgb, mesh=None):
+        self.config = config
+        self.mesh = mesh or shd.data_mesh()
+        model = build_model(config.model, seed=config.seed)
+        model.train()
+        self.graphdef_train, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+        model.eval()
+        self.graphdef_eval = nnx.split(model, nnx.Param, nnx.BatchStat)[0]
+        self.tx = make_optimizer(config)
+        self._init = (params, batch_stats)
+        self.mean_rgb = jnp.asarray(mean_rgb, jnp.float32)
+        hm = config.heatmap
+        self.heatmap_kwargs = dict(
+            input_size=config.model.input_size, heatmap_size=config.model.input_size // 4,
+            style=hm.style, sigma_visible=hm.sigma_visible, sigma_occluded=hm.sigma_occluded,
+            sigma_newell=hm.sigma_newell)
+        repl, data = shd.replicated(self.mesh), shd.batch_sharding(self.mesh)
+        self.train_step = jax.jit(self._train_step, in_shardings=(repl, data),
+                                  out_shardings=(repl, repl), donate_argnums=(0,))
+        self.eval_step = jax.jit(self._eval_step, in_shardings=(repl, data),
+                                 out_shardings=repl)
+        self.predict = jax.jit(self._predict, in_shardings=(repl, data), out_shardings=data)
+
+    def init_state(self) -> TrainState:
+        """Fresh parameters (from config.seed), optimizer state, replicated on the mesh."""
+        params, batch_stats = self._init
+        state = TrainState(jnp.zeros((), jnp.int32), params, batch_stats,
+                           self.tx.init(params))
+        return shd.replicate(state, self.mesh)
+
+    def inputs(self, images: jax.Array) -> jax.Array:
+        """uint8 (B, S, S, 3) -> float32 in [0, 1] minus the training mean RGB (thesis)."""
+        return images.astype(jnp.float32) / 255.0 - self.mean_rgb
+
+    def targets(self, keypoints: jax.Array) -> jax.Array:
+        return render_heatmaps(keypoints, **self.heatmap_kwargs)
+
+    def _train_step(self, state: TrainState, batch: dict):
+        images, targets = self.inputs(batch["images"]), self.targets(batch["keypoints"])
+
+        def loss_fn(params, batch_stats):
+            model = nnx.merge(self.graphdef_train, params, batch_stats, copy=True)
+            heatmaps = model.forward(images).heatmaps            # (S, B, H, W, J)
+            loss = jnp.sum(jnp.mean((heatmaps - targets[None]) ** 2, axis=(1, 2, 3, 4)))
+            return loss, nnx.state(model, nnx.BatchStat)
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.batch_stats)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, batch_stats, opt_state), loss
+
+    def _forward_eval(self, state: TrainState, images: jax.Array) -> jax.Array:
+        model = nnx.merge(self.graphdef_eval, state.params, state.batch_stats)
+        return model.forward(self.inputs(images)).heatmaps
+
+    def _eval_step(self, state: TrainState, batch: dict) -> dict:
+        """Sums over the valid rows: loss (as in training) and every PCK count."""
+        heatmaps = self._forward_eval(state, batch["images"])
+        targets = self.targets(batch["keypoints"])
+        per_sample = jnp.sum(jnp.mean((heatmaps - targets[None]) ** 2, axis=(2, 3, 4)), 0)
+        valid = batch["valid"]
+        sums = pck_counts(heatmaps[-1], targets, batch["keypoints"][..., 2], valid)
+        sums["loss_sum"] = jnp.sum(jnp.where(valid, per_sample, 0.0))
+        sums["count"] = jnp.sum(valid).astype(jnp.float32)
+        return sums
+
+    def _predict(self, state: TrainState, batch: dict):
+        """Last-stack heatmaps (B, H, W, J) and the rendered targets, evaluation mode."""
+        return (self._forward_eval(state, batch["images"])[-1],
+                self.targets(batch["keypoints"]))

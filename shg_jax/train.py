@@ -1,0 +1,271 @@
+"""The training loop: epochs of the data-parallel train step, validation, the plateau rule,
+checkpoints and TensorBoard. `train_and_evaluate(config, workdir)` is what main.py calls.
+
+One run = one workdir:
+    WORKDIR/config.json     the config (also inside every checkpoint)
+    WORKDIR/checkpoints/    Orbax: latest (every epoch end, interrupts), best, best_loss
+    WORKDIR/tb/             TensorBoard events (process 0)
+Rerunning the same command resumes from the latest checkpoint, at the exact batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import pathlib
+import signal
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from shg_jax import data, fileio
+from shg_jax import sharding as shd
+from shg_jax.checkpoint import Checkpoints
+from shg_jax.draw import heatmap_grid
+from shg_jax.evaluate import evaluate_split
+from shg_jax.progress import Progress
+from shg_jax.schedule import PlateauSchedule
+from shg_jax.steps import Steps, learning_rate, with_learning_rate
+from shg_jax.summary import SummaryLogger
+
+#: Config fields that may change when a run is resumed; any other difference is refused.
+RESUMABLE_FIELDS = ("num_epochs", "log_every_steps", "keep_checkpoints", "num_tb_images",
+                    "data_dir", "eval_batch_size", "synthetic")
+
+
+class TrainingError(Exception):
+    """Training cannot go on (non-finite loss, config mismatch); the message says why."""
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ (missing fields included)."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = prefix + key
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_differences(a, b, name + ".")
+        elif a != b and key not in RESUMABLE_FIELDS:
+            diffs.append(f"{name}: {a!r} in the run, {b!r} now")
+    return diffs
+
+
+def config_json(config: ml_collections.ConfigDict) -> dict:
+    return json.loads(config.to_json())
+
+
+@contextlib.contextmanager
+def interrupt_flag():
+    """SIGINT sets flag['stop'] instead of raising; a second SIGINT raises as usual."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        print("\ninterrupted: saving a checkpoint at the next step (Ctrl-C again to abort)",
+              flush=True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:                                   # not the main thread
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Run:
+    """Mutable bookkeeping of one training run (what a checkpoint record holds)."""
+
+    def __init__(self, config, schedule):
+        self.config = config
+        self.schedule = schedule
+        self.epoch = 0                   # completed epochs = index of the epoch in progress
+        self.step_in_epoch = 0
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.history: list[dict] = []
+        self.best_pck, self.best_loss = -math.inf, math.inf
+
+    def record(self, state, mean_rgb) -> dict:
+        return dict(config=config_json(self.config), epoch=self.epoch,
+                    step_in_epoch=self.step_in_epoch, global_step=int(state.step),
+                    schedule=self.schedule.to_dict(), epoch_loss_sum=self.loss_sum,
+                    epoch_loss_count=self.loss_count, history=self.history,
+                    best_pck=None if math.isinf(self.best_pck) else self.best_pck,
+                    best_loss=None if math.isinf(self.best_loss) else self.best_loss,
+                    mean_rgb=[float(m) for m in mean_rgb])
+
+    def load(self, record: dict) -> None:
+        self.epoch, self.step_in_epoch = record["epoch"], record["step_in_epoch"]
+        self.schedule = PlateauSchedule.from_dict(record["schedule"])
+        self.loss_sum, self.loss_count = record["epoch_loss_sum"], record["epoch_loss_count"]
+        self.history = record["history"]
+        self.best_pck = -math.inf if record["best_pck"] is None else record["best_pck"]
+        self.best_loss = math.inf if record["best_loss"] is None else record["best_loss"]
+
+
+def _check_data(config, train_split: data.Split, n_devices: int) -> None:
+    if train_split.image_size != config.model.input_size:
+        raise TrainingError(f"the data in {config.data_dir} has {train_split.image_size}px "
+                            f"crops but config.model.input_size is {config.model.input_size}")
+    for name in ("batch_size", "eval_batch_size"):
+        if config[name] % n_devices:
+            raise TrainingError(f"config.{name}={config[name]} is not divisible by the "
+                                f"{n_devices} devices")
+    if len(train_split) < config.batch_size:
+        raise TrainingError(f"the train split of {config.data_dir} has {len(train_split)} "
+                            f"samples, fewer than one batch of {config.batch_size}")
+
+
+def _log_images(logger, steps, state, split, config, epoch) -> None:
+    n = min(config.num_tb_images, len(split))
+    if n == 0 or not logger.enabled:
+        return
+    # A fixed set: the first n validation crops, padded to a multiple of the device count.
+    rows = -(-n // len(jax.devices())) * len(jax.devices())
+    batch = split.gather(np.arange(rows) % len(split))
+    pred, target = jax.device_get(steps.predict(state, shd.shard_batch(batch, steps.mesh)))
+    logger.image("val/heatmaps (crop | GT | prediction)",
+                 heatmap_grid(batch["images"][:n], target[:n], pred[:n]), epoch)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
+                       *, allow_config_change: bool = False) -> dict:
+    """Trains config.num_epochs epochs (resuming if WORKDIR has checkpoints); returns the
+    history of epoch metrics. Raises data.DataError or TrainingError with a message."""
+    workdir = pathlib.Path(workdir)
+    train_split = data.Split(config.data_dir, "train")
+    val_split = data.Split(config.data_dir, "val")
+    _check_data(config, train_split, len(jax.devices()))
+    steps = Steps(config, train_split.mean_rgb)
+    ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
+    state = steps.init_state()
+    run = _Run(config, PlateauSchedule.from_config(config))
+    latest = ckpts.latest_step()
+    if latest is not None:
+        state, record = ckpts.restore("latest", latest, state)
+        diffs = config_differences(record["config"], config_json(config))
+        if diffs and not allow_config_change:
+            raise TrainingError(f"{workdir} was made with a different config; differing "
+                                f"fields:\n  " + "\n  ".join(diffs) +
+                                "\nuse another --workdir, or --allow_config_change to resume")
+        run.load(record)
+        print(f"resuming {workdir} at epoch {run.epoch + 1}, step {run.step_in_epoch} "
+              f"(global step {int(state.step)})")
+    is_main = jax.process_index() == 0
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fileio.write_json(workdir / "config.json", config_json(config))
+    logger = SummaryLogger(workdir / "tb", enabled=is_main)
+    n_steps = data.steps_per_epoch(len(train_split), config.batch_size, train=True)
+    try:
+        with interrupt_flag() as interrupted:
+            while run.epoch < config.num_epochs:
+                state = _train_epoch(steps, state, run, train_split, config, n_steps,
+                                     logger, interrupted)
+                if interrupted["stop"]:
+                    ckpts.save("latest", state, run.record(state, train_split.mean_rgb))
+                    ckpts.wait()
+                    print(f"saved a checkpoint at epoch {run.epoch + 1}, step "
+                          f"{run.step_in_epoch}; rerun the same command to resume")
+                    return {"history": run.history, "interrupted": True}
+                state = _end_epoch(steps, state, run, val_split, config, logger, ckpts,
+                                   train_split.mean_rgb)
+    finally:
+        ckpts.wait()
+        logger.close()
+    return {"history": run.history, "interrupted": False}
+
+
+def _train_epoch(steps, state, run, train_split, config, n_steps, logger, interrupted):
+    """Runs the rest of epoch `run.epoch` and returns the state; stops early (position kept
+    in `run`) on an interrupt."""
+    batches = data.train_batches(train_split, config.batch_size, seed=config.seed,
+                                 epoch=run.epoch, start_step=run.step_in_epoch,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    batches = data.prefetch(batches, size=config.prefetch,
+                            transform=lambda b: shd.shard_batch(b, steps.mesh))
+    pending = []
+    tick = time.perf_counter()
+    progress = Progress(n_steps, f"epoch {run.epoch + 1}/{config.num_epochs}", unit="img")
+    progress.done = run.step_in_epoch
+    try:
+        for batch in batches:
+            state, loss = steps.train_step(state, batch)
+            pending.append(loss)
+            run.step_in_epoch += 1
+            last = run.step_in_epoch == n_steps
+            if len(pending) >= config.log_every_steps or last or interrupted["stop"]:
+                losses = np.asarray(jax.device_get(pending), np.float64)
+                bad = np.nonzero(~np.isfinite(losses))[0]
+                if len(bad):
+                    step = int(state.step) - len(losses) + int(bad[0]) + 1
+                    raise TrainingError(
+                        f"loss is {losses[bad[0]]} at global step {step} (epoch "
+                        f"{run.epoch + 1}); training stopped, the last good checkpoint is "
+                        f"kept in checkpoints/latest")
+                now = time.perf_counter()
+                run.loss_sum += float(losses.sum())
+                run.loss_count += len(losses)
+                logger.scalars({"train/loss": losses.mean(),
+                                "train/learning_rate": learning_rate(state),
+                                "train/images_per_second":
+                                    len(losses) * config.batch_size / (now - tick)},
+                               int(state.step))
+                tick = now
+                progress.update(len(pending), count=len(pending) * config.batch_size,
+                                loss=float(losses.mean()))
+                pending = []
+            if interrupted["stop"]:
+                break
+    finally:
+        batches.close()
+        progress.close()
+    return state
+
+
+def _end_epoch(steps, state, run, val_split, config, logger, ckpts, mean_rgb):
+    """Validation, the plateau rule, TensorBoard, checkpoints; returns the state to go on."""
+    val = evaluate_split(steps, state, val_split, config.eval_batch_size,
+                         desc=f"epoch {run.epoch + 1} validation")
+    lr_used = learning_rate(state)
+    if run.schedule.step(val["all/pck"]):
+        state = with_learning_rate(state, run.schedule.lr)
+    run.epoch += 1
+    train_loss = run.loss_sum / max(run.loss_count, 1)
+    record = {"epoch": run.epoch, "train_loss": train_loss, "val_loss": val["loss"],
+              "val_pck": val["all/pck"], "val_pck_visible": val["visible/pck"],
+              "val_pck_limbs": val["limbs/pck"], "learning_rate": lr_used,
+              "global_step": int(state.step)}
+    run.history.append(record)
+    logger.scalars({"epoch/train_loss": train_loss, "epoch/val_loss": val["loss"],
+                    "epoch/val_pck": val["all/pck"], "epoch/val_pck_visible": val["visible/pck"],
+                    "epoch/val_pck_limbs": val["limbs/pck"], "epoch/learning_rate": lr_used},
+                   run.epoch)
+    _log_images(logger, steps, state, val_split, config, run.epoch)
+    logger.flush()
+    run.step_in_epoch, run.loss_sum, run.loss_count = 0, 0.0, 0
+    best = val["all/pck"] > run.best_pck
+    best_loss = val["loss"] < run.best_loss
+    if best:
+        run.best_pck = val["all/pck"]
+    if best_loss:
+        run.best_loss = val["loss"]
+    rec = run.record(state, mean_rgb)
+    ckpts.save("latest", state, rec)
+    if best:
+        ckpts.save("best", state, rec)
+    if best_loss:
+        ckpts.save("best_loss", state, rec)
+    print(f"epoch {run.epoch}: train loss {train_loss:.4g}, val loss {val['loss']:.4g}, "
+          f"val PCK {val['all/pck']:.4f} (v=2 {val['visible/pck']:.4f}, limbs "
+          f"{val['limbs/pck']:.4f}), lr {lr_used:.3g}" + (", best" if best else ""),
+          flush=True)
+    return state
