@@ -37,9 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.rmsprop_eps = 1e-8
     config.rmsprop_eps_in_sqrt = False
     config.momentum = 0.0                    # used by optimizer="sgd"
-    # ReduceLROnPlateau(mode="max", factor=0.2, patience=5, min_lr=5e-5) on val PCK.
+    # ReduceLROnPlateau(mode="max", factor=0.2, patience=5, min_lr=5e-5) on val PCK;
+    # milestones (an extension, none in the thesis): also drop after these epochs.
     config.plateau = ml_collections.ConfigDict(dict(factor=0.2, patience=5, min_lr=5e-5,
-                                                    threshold=1e-4))
+                                                    threshold=1e-4, milestones=()))
 
     config.log_every_steps = 50
     config.keep_checkpoints = 3

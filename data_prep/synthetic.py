@@ -7,7 +7,7 @@ COCO's layout, so `python -m data_prep.coco --coco-root DIR` prepares it unchang
 holds 1-3 figures with the 17 COCO joints, plausible proportions and varied poses (standing,
 walking, arms up, waving, sitting, free), facing the camera (their left on the image's right,
 as in most COCO photos), drawn as limbs of varied thickness and colour on textured, noisy,
-cluttered backgrounds. Figures overlap at times; joints hidden by an occluder or by a figure
+cluttered backgrounds, with hands and shoes, and trousers or shorts. Figures overlap at times; joints hidden by an occluder or by a figure
 drawn in front are labelled v=1; joints outside the image, and a few random ones, are
 unlabelled (v=0). Some images also hold a small background figure annotated with no
 keypoints, as COCO does, so the preparation's filters are exercised. Deterministic for a seed:
@@ -122,6 +122,14 @@ def _shade(colour, factor):
     return tuple(int(min(255, max(0, c * factor))) for c in colour)
 
 
+def _limb(draw, p, q, fill, width: int) -> None:
+    """A segment with round ends."""
+    draw.line((tuple(p), tuple(q)), fill=fill, width=width)
+    r = width / 2
+    for x, y in (p, q):
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+
+
 def _draw_figure(draws, joints: np.ndarray, height: float, rng: np.random.Generator) -> None:
     """Draws limbs, torso and head on every ImageDraw in `draws` ((draw, colour|None) pairs:
     None draws with the figure's colours; a fixed colour draws a mask)."""
@@ -129,28 +137,32 @@ def _draw_figure(draws, joints: np.ndarray, height: float, rng: np.random.Genera
     body = tuple(int(c) for c in rng.integers(0, 256, 3))
     skin = tuple(int(c) for c in rng.integers(60, 256, 3))
     legs = tuple(int(c) for c in rng.integers(0, 256, 3))
+    shins = skin if rng.random() < 0.3 else _shade(legs, 0.8)      # shorts or trousers
+    shoes = tuple(int(c) for c in rng.integers(0, 120, 3))
     left, right = rng.uniform(0.65, 0.85), rng.uniform(1.0, 1.2)   # light from the right
     head_r = height * 0.065
     cx, cy = joints[0]
     torso = [tuple(joints[k]) for k in (5, 6, 12, 11)]
-    limbs = [((11, 13), legs, left), ((13, 15), legs, left), ((12, 14), legs, right),
-             ((14, 16), legs, right), ((5, 7), body, left), ((7, 9), skin, left),
+    limbs = [((11, 13), legs, left), ((13, 15), shins, left), ((12, 14), legs, right),
+             ((14, 16), shins, right), ((5, 7), body, left), ((7, 9), skin, left),
              ((6, 8), body, right), ((8, 10), skin, right)]
     for draw, fixed in draws:
         def col(c, f=1.0):
             return fixed if fixed is not None else _shade(c, f)
-        for (a, b), c, f in limbs[:4]:
-            draw.line((tuple(joints[a]), tuple(joints[b])), fill=col(c, f), width=width)
-            for p in (joints[a], joints[b]):
-                r = width / 2
-                draw.ellipse((p[0] - r, p[1] - r, p[0] + r, p[1] + r), fill=col(c, f))
+        for (a, b), c, f in limbs[:4]:                            # legs
+            _limb(draw, joints[a], joints[b], col(c, f), width)
+        for k, f in ((15, left), (16, right)):                    # shoes
+            x, y = joints[k]
+            draw.ellipse((x - 1.1 * width, y - 0.5 * width, x + 1.1 * width, y + 0.7 * width),
+                         fill=col(shoes, f))
         draw.polygon(torso, fill=col(body))
         draw.line((tuple(joints[5]), (cx, cy + head_r)), fill=col(skin), width=width)
-        for (a, b), c, f in limbs[4:]:
-            draw.line((tuple(joints[a]), tuple(joints[b])), fill=col(c, f), width=width)
-            for p in (joints[a], joints[b]):
-                r = width / 2
-                draw.ellipse((p[0] - r, p[1] - r, p[0] + r, p[1] + r), fill=col(c, f))
+        for (a, b), c, f in limbs[4:]:                            # arms, over the torso
+            _limb(draw, joints[a], joints[b], col(c, f), width)
+        for k, f in ((9, left), (10, right)):                     # hands
+            x, y = joints[k]
+            r = 0.8 * width
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=col(skin, 0.9 * f))
         draw.ellipse((cx - head_r, cy - 1.3 * head_r, cx + head_r, cy + 0.9 * head_r),
                      fill=col(skin))
         if fixed is None:

@@ -5,7 +5,8 @@ validation PCK with the defaults threshold=1e-4 (relative) and cooldown=0. With 
 floor is reached by the first drop, so the rate drops once, by a factor 5, at the end of the
 sixth consecutive epoch without a better PCK (PyTorch drops when the count of bad epochs
 exceeds `patience`), and never again. The state is a plain dict-able dataclass so that it is
-saved in every checkpoint.
+saved in every checkpoint. `milestones` (empty for the thesis) adds drops by the same factor
+after fixed epochs, as PyTorch's MultiStepLR would.
 """
 
 from __future__ import annotations
@@ -21,19 +22,24 @@ class PlateauSchedule:
     patience: int = 5
     min_lr: float = 5e-5
     threshold: float = 1e-4          # relative: better means > best * (1 + threshold)
+    milestones: tuple = ()           # extension: also drop after these epochs (1-based)
     best: float = -math.inf
     bad_epochs: int = 0
     drops: int = 0
+    epochs: int = 0
 
     def step(self, metric: float) -> bool:
         """Records one epoch's validation metric (higher is better); returns True when the
         learning rate was lowered. A NaN metric counts as an epoch without improvement."""
+        self.epochs += 1
         if metric > self.best * (1.0 + self.threshold):       # as PyTorch, mode="max", "rel"
             self.best, self.bad_epochs = float(metric), 0
         else:
             self.bad_epochs += 1
+        drop = self.epochs in self.milestones
         if self.bad_epochs > self.patience:
-            self.bad_epochs = 0
+            self.bad_epochs, drop = 0, True
+        if drop:
             new_lr = max(self.lr * self.factor, self.min_lr)
             if self.lr - new_lr > 1e-8 * self.lr:
                 self.lr, self.drops = new_lr, self.drops + 1
@@ -43,16 +49,18 @@ class PlateauSchedule:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["best"] = None if math.isinf(self.best) else self.best
+        d["milestones"] = list(self.milestones)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PlateauSchedule":
         d = dict(d)
         d["best"] = -math.inf if d.get("best") is None else d["best"]
+        d["milestones"] = tuple(d.get("milestones", ()))
         return cls(**d)
 
     @classmethod
     def from_config(cls, config) -> "PlateauSchedule":
         p = config.plateau
         return cls(lr=config.learning_rate, factor=p.factor, patience=p.patience,
-                   min_lr=p.min_lr, threshold=p.threshold)
+                   min_lr=p.min_lr, threshold=p.threshold, milestones=tuple(p.milestones))

@@ -46,9 +46,11 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         name = prefix + key
+        if not prefix and key in RESUMABLE_FIELDS:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += config_differences(a, b, name + ".")
-        elif a != b and key not in RESUMABLE_FIELDS:
+        elif a != b:
             diffs.append(f"{name}: {a!r} in the run, {b!r} now")
     return diffs
 
@@ -135,6 +137,31 @@ def _log_images(logger, steps, state, split, config, epoch) -> None:
                  heatmap_grid(batch["images"][:n], target[:n], pred[:n]), epoch)
 
 
+def _resume(ckpts, state, run, config, workdir, allow_config_change):
+    """Restores the latest checkpoint into `state` and `run`, after checking the config."""
+    latest = ckpts.latest_step()
+    record = ckpts.record("latest", latest)
+    diffs = config_differences(record["config"], config_json(config))
+    if diffs and not allow_config_change:
+        raise TrainingError(f"{workdir} was made with a different config; differing "
+                            f"fields:\n  " + "\n  ".join(diffs) +
+                            "\nuse another --workdir, or --allow_config_change to resume")
+    try:
+        state, record = ckpts.restore("latest", latest, state)
+    except Exception as e:               # shapes changed under --allow_config_change
+        raise TrainingError(f"cannot restore {ckpts.root / 'latest' / str(latest)} into "
+                            f"this config's model: {e}") from e
+    run.load(record)
+    if config.learning_rate != record["config"]["learning_rate"]:
+        # Allowed above: an explicit new rate replaces the one the run had reached.
+        run.schedule.lr = config.learning_rate
+        state = with_learning_rate(state, config.learning_rate)
+        print(f"learning rate set to {config.learning_rate} (was {record['schedule']['lr']})")
+    print(f"resuming {workdir} at epoch {run.epoch + 1}, step {run.step_in_epoch} "
+          f"(global step {int(state.step)})")
+    return state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        *, allow_config_change: bool = False) -> dict:
     """Trains config.num_epochs epochs (resuming if WORKDIR has checkpoints); returns the
@@ -147,17 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
     state = steps.init_state()
     run = _Run(config, PlateauSchedule.from_config(config))
-    latest = ckpts.latest_step()
-    if latest is not None:
-        state, record = ckpts.restore("latest", latest, state)
-        diffs = config_differences(record["config"], config_json(config))
-        if diffs and not allow_config_change:
-            raise TrainingError(f"{workdir} was made with a different config; differing "
-                                f"fields:\n  " + "\n  ".join(diffs) +
-                                "\nuse another --workdir, or --allow_config_change to resume")
-        run.load(record)
-        print(f"resuming {workdir} at epoch {run.epoch + 1}, step {run.step_in_epoch} "
-              f"(global step {int(state.step)})")
+    if ckpts.latest_step() is not None:
+        state = _resume(ckpts, state, run, config, workdir, allow_config_change)
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)

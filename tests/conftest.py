@@ -13,3 +13,55 @@ def coco_sample():
     if not (COCO_SAMPLE / "annotations").is_dir():
         pytest.skip(f"real COCO slice not found at {COCO_SAMPLE}")
     return COCO_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """Synthetic figures prepared as 64x64 crops (made once per test session)."""
+    from data_prep import coco as prep
+    from data_prep import synthetic
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    synthetic.generate(root / "coco", train=150, val=24, seed=3, size=96)
+    assert prep.main(["--coco-root", str(root / "coco"), "--out", str(root / "prepared"),
+                      "--size", "64", "--test-size", "16", "--workers", "1"]) == 0
+    return root / "prepared"
+
+
+def tiny_train_overrides(data_dir, workdir=None, **extra) -> list:
+    """main.py flags for a tiny, fast training run on `data_dir` (64x64 crops)."""
+    flags = {"config.data_dir": data_dir, "config.model.input_size": 64,
+             "config.model.features": 16, "config.model.mid_features": 8,
+             "config.model.stem_features": 16, "config.model.depth": 2,
+             "config.batch_size": 2, "config.eval_batch_size": 8, "config.num_epochs": 2,
+             "config.log_every_steps": 5, "config.learning_rate": 1e-3}
+    flags.update(extra)
+    out = [f"--{k}={v}" for k, v in flags.items()]
+    return out + ([f"--workdir={workdir}"] if workdir else [])
+
+
+def tiny_train_config(data_dir, **extra):
+    """The config of `tiny_train_overrides`, built in-process from configs/baseline.py."""
+    from configs import baseline
+
+    config = baseline.get_config()
+    for flag in tiny_train_overrides(data_dir, **extra):
+        key, value = flag[2:].split("=", 1)
+        node = config
+        *path, last = key.split(".")[1:]
+        for p in path:
+            node = node[p]
+        node[last] = type(node[last])(value) if node[last] is not None else value
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    """A tiny model trained in-process for one epoch on `tiny_data`: (workdir, config)."""
+    from shg_jax import train
+
+    workdir = tmp_path_factory.mktemp("tiny_run") / "run"
+    config = tiny_train_config(tiny_data, **{"config.num_epochs": 1,
+                                             "config.batch_size": 8})
+    train.train_and_evaluate(config, workdir)
+    return workdir, config

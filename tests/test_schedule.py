@@ -62,3 +62,11 @@ def test_round_trip_through_a_dict():
     assert t == s
     fresh = PlateauSchedule(lr=1.0)
     assert PlateauSchedule.from_dict(fresh.to_dict()) == fresh
+
+
+def test_milestones_drop_after_fixed_epochs_as_well():
+    # Improving every epoch, so the plateau rule never fires; milestones 3 and 5 drop.
+    s, lrs = run([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], milestones=(3, 5), min_lr=1e-7)
+    assert lrs == pytest.approx([2.5e-4, 2.5e-4, 5e-5, 5e-5, 1e-5, 1e-5])
+    assert s.drops == 2
+    assert PlateauSchedule.from_dict(s.to_dict()) == s

@@ -1,0 +1,45 @@
+"""What every analysis command shares: loading a run, and drawing samples with heatmaps."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+
+from shg_jax import data
+from shg_jax.checkpoint import CheckpointError
+from shg_jax.draw import fuse_heatmaps, overlay_heatmap
+from shg_jax.evaluate import load_run
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, metavar="WORKDIR", help="a training run's folder")
+    p.add_argument("--checkpoint", default="best",
+                   help="best | latest | best_loss | an epoch number")
+    p.add_argument("--split", default="train", choices=("train", "val", "test"))
+    p.add_argument("--data_dir", help="prepared data (default: the run's config.data_dir)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", required=True, help="output folder (figures, numbers, index.html)")
+
+
+def open_run(args):
+    """-> (config, steps, state, record, split); exits with status 2 and one line on error."""
+    try:
+        config, steps, state, record = load_run(args.ckpt, args.checkpoint, args.data_dir)
+        split = data.Split(config.data_dir, args.split)
+    except (CheckpointError, data.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return config, steps, state, record, split
+
+
+def gt_overlays(steps, images: np.ndarray, keypoints: np.ndarray) -> list[np.ndarray]:
+    """Crops with their fused ground-truth heatmaps drawn over them (thesis' thumbnails)."""
+    gt = np.asarray(steps.targets(jnp.asarray(keypoints)))
+    return [overlay_heatmap(img, fuse_heatmaps(m)) for img, m in zip(images, gt)]
+
+
+def heat_overlays(images: np.ndarray, heatmaps: np.ndarray) -> list[np.ndarray]:
+    return [overlay_heatmap(img, fuse_heatmaps(m)) for img, m in zip(images, heatmaps)]

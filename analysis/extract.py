@@ -1,0 +1,122 @@
+"""Bottleneck latents of a trained model, streamed to disk and reused.
+
+One jitted function maps a batch of uint8 crops to the flattened output of the chosen
+bottleneck residual (1-3; the thesis analyses the 3rd: 4x4x256 = 4,096 values) or the
+autoencoder code ('code'). Rows are written into .npy memmaps as batches finish, so a split of
+any size extracts within a fixed memory; the folder is written under a temporary name and
+renamed when complete, and reused when the same checkpoint, split and layer are asked for.
+
+    OUT/latents/SPLIT-layerL/latents.npy    float32 (N, D)
+                            /image_id.npy ann_id.npy index.npy   int64 (N,)
+                            /keypoints.npy  float32 (N, 17, 3) crop pixels
+                            /n_labelled.npy int64 (N,) joints with v > 0
+                            /meta.json      checkpoint, split, layer, count, dimension
+
+Extraction runs on one host (several local devices are used through the mesh).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+from flax import nnx
+
+from shg_jax import data, fileio
+from shg_jax import sharding as shd
+from shg_jax.progress import Progress
+from shg_jax.steps import Steps
+
+COLUMNS = ("image_id", "ann_id", "index", "keypoints", "n_labelled")
+
+
+@dataclasses.dataclass
+class Latents:
+    """Memory-mapped latents of one split with their sample information."""
+    path: pathlib.Path
+    latents: np.ndarray              # (N, D)
+    image_id: np.ndarray
+    ann_id: np.ndarray
+    index: np.ndarray                # rows of the split
+    keypoints: np.ndarray            # (N, 17, 3)
+    n_labelled: np.ndarray
+    meta: dict
+
+    @classmethod
+    def load(cls, path) -> "Latents":
+        path = pathlib.Path(path)
+        arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in ("latents",) + COLUMNS}
+        return cls(path=path, meta=json.loads((path / "meta.json").read_text()), **arrays)
+
+    def subset(self, rows: np.ndarray) -> "Latents":
+        rows = np.asarray(rows)
+        return dataclasses.replace(self, **{k: np.asarray(getattr(self, k)[rows])
+                                            for k in ("latents",) + COLUMNS})
+
+
+def latent_function(steps: Steps, layer):
+    """jitted (state, batch) -> (B, D) float32 latents after bottleneck residual `layer`."""
+    def fn(state, batch):
+        model = nnx.merge(steps.graphdef_eval, state.params, state.batch_stats)
+        latent, _ = model.encode(steps.inputs(batch["images"]), layer)
+        return latent.reshape(latent.shape[0], -1).astype(np.float32)
+
+    return jax.jit(fn)
+
+
+def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoint: dict,
+            batch_size: int = 64) -> Latents:
+    """Extracts (or reuses) the latents of every sample of `split`.
+
+    `checkpoint` identifies the weights (workdir, kind, step) for the reuse check."""
+    final = pathlib.Path(out_dir) / "latents" / f"{split.name}-layer{layer}"
+    meta = dict(checkpoint=checkpoint, split=split.name, layer=str(layer), count=len(split),
+                data_dir=str(split.dir.parent.resolve()))
+    if (final / "meta.json").is_file():
+        cached = Latents.load(final)
+        if {k: cached.meta.get(k) for k in meta} == meta:
+            print(f"reusing latents in {final}")
+            return cached
+        shutil.rmtree(final)
+    fn = latent_function(steps, layer)
+    tmp = fileio.tmp_name(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n = len(split)
+    arrays = None
+    row = 0
+    batches = data.eval_batches(split, batch_size)
+    with Progress(data.steps_per_epoch(n, batch_size, train=False), f"latents {split.name}",
+                  unit="img") as progress:
+        for batch in data.prefetch(batches):
+            out = np.asarray(fn(state, shd.shard_batch(batch, steps.mesh)))
+            valid = batch["valid"]
+            if arrays is None:
+                arrays = {"latents": np.lib.format.open_memmap(
+                    tmp / "latents.npy", "w+", np.float32, (n, out.shape[1]))}
+                for k, dtype, shape in (("image_id", np.int64, ()), ("ann_id", np.int64, ()),
+                                        ("index", np.int64, ()),
+                                        ("keypoints", np.float32, (17, 3)),
+                                        ("n_labelled", np.int64, ())):
+                    arrays[k] = np.lib.format.open_memmap(tmp / f"{k}.npy", "w+", dtype,
+                                                          (n,) + shape)
+            k = int(valid.sum())
+            arrays["latents"][row:row + k] = out[valid]
+            for key in ("image_id", "ann_id", "index", "keypoints"):
+                arrays[key][row:row + k] = batch[key][valid]
+            arrays["n_labelled"][row:row + k] = (batch["keypoints"][valid][..., 2] > 0).sum(-1)
+            row += k
+            progress.update(1, count=k)
+    for a in arrays.values():
+        a.flush()
+    meta["dimension"] = int(arrays["latents"].shape[1])
+    del arrays
+    fileio.write_json(tmp / "meta.json", meta)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return Latents.load(final)

@@ -1,0 +1,160 @@
+"""The latent-space study of thesis §6.3-6.4 on any checkpoint, in one command.
+
+    python -m analysis.latent --ckpt WORKDIR --out DIR [--checkpoint best] [--split train]
+        [--layer 3] [--subset full-annotated --subset random:10000 --subset all]
+
+Extracts the bottleneck latents (cached in DIR/latents), then for each subset of samples:
+PCA (explained variance, components for 90/95/99 %, the 2-D projection with ground-truth
+heatmap thumbnails: Fig. 16), walks from the mean along chosen components with steps of
++-1, 2, 3 sqrt(eigenvalue) and the nearest real samples (Fig. 15), K-Means for K = 2..10 with
+10 restarts and the silhouette of each K (Fig. 17), the best K's clusters on the 2-D
+projection (Fig. 18, 20) and the samples nearest each centroid (Fig. 19, 21). Every figure is
+a PNG beside the numbers behind it; DIR/index.html shows them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+import numpy as np
+
+from analysis import cluster, figures
+from analysis import pca as pca_lib
+from analysis.common import add_run_arguments, gt_overlays, open_run
+from analysis.extract import Latents, extract
+from analysis.report import Report
+from shg_jax.models import latent_layer
+
+WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
+
+
+def select(latents: Latents, spec: str, seed: int) -> np.ndarray:
+    """Rows of a subset: 'all', 'full-annotated' (all 17 joints labelled) or 'random:N'."""
+    n = len(latents.image_id)
+    if spec == "all":
+        return np.arange(n)
+    if spec == "full-annotated":
+        return np.nonzero(np.asarray(latents.n_labelled) == latents.keypoints.shape[1])[0]
+    m = re.fullmatch(r"random:(\d+)", spec)
+    if m:
+        k = min(int(m.group(1)), n)
+        return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+    raise ValueError(f"--subset must be all, full-annotated or random:N, got {spec!r}")
+
+
+def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split, args):
+    rows = select(latents, spec, args.seed)
+    slug = spec.replace(":", "")
+    report.section(f"Subset {spec}: {len(rows)} of {len(latents.image_id)} samples")
+    if len(rows) < max(3, max(args.ks) + 1):
+        report.json({"samples": int(len(rows))}, f"{slug}-skipped.json",
+                    "too few samples for PCA and K-Means; nothing computed")
+        return
+    sub = latents.subset(rows)
+    x = sub.latents
+
+    def thumbs(r):
+        batch = split.gather(sub.index[np.asarray(r)])
+        return gt_overlays(steps, batch["images"], batch["keypoints"])
+
+    # PCA
+    pca = pca_lib.fit(x)
+    counts = pca.components_for()
+    report.figure(figures.variance_curves(pca, counts), f"{slug}-pca_variance.png",
+                  "explained variance ratio and cumulative curve")
+    cum = np.cumsum(pca.ratio)
+    report.csv(["component", "explained_variance_ratio", "cumulative"],
+               [[i + 1, float(r), float(c)] for i, (r, c) in enumerate(zip(pca.ratio, cum))],
+               f"{slug}-pca_variance.csv", "explained variance per component")
+    report.json({"samples": int(len(rows)), "dimension": int(x.shape[1]),
+                 "components_for": counts, "first_two_explain": float(cum[1])},
+                f"{slug}-pca.json", "PCA summary", summary=counts)
+    coords = pca.project(x, 2)
+    shown = np.sort(np.random.default_rng(args.seed).choice(len(rows), min(40, len(rows)),
+                                                            replace=False))
+    report.figure(figures.projection_with_thumbnails(coords, thumbs(shown), list(shown),
+                                                     float(cum[1])),
+                  f"{slug}-pca_projection.png",
+                  "the first two components with ground-truth heatmap thumbnails (Fig. 16)")
+    # Component walks
+    walks, grid = {}, []
+    comps = [c for c in args.components if c <= x.shape[1]]
+    for c in comps:
+        nearest = pca_lib.walk_targets(pca, x, c - 1, WALK_STEPS)
+        walks[c] = [{"step": k, "row": int(sub.index[i]), "image_id": int(sub.image_id[i]),
+                     "ann_id": int(sub.ann_id[i])} for k, i in zip(WALK_STEPS, nearest)]
+        grid.append(thumbs(nearest))
+    report.figure(figures.image_grid(grid, [f"PC {c}" for c in comps],
+                                     [f"{k:+d} sqrt(lambda)" if k else "mean"
+                                      for k in WALK_STEPS],
+                                     "nearest real samples along principal components"),
+                  f"{slug}-pca_walks.png", "walks from the mean along components (Fig. 15)")
+    report.json(walks, f"{slug}-pca_walks.json", "the samples of the walks")
+    # K-Means and silhouette
+    sweep = cluster.sweep(x, args.ks, n_init=args.n_init, seed=args.seed,
+                          silhouette_sample=args.silhouette_sample)
+    report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
+                                           sweep.silhouette_sample, len(rows)),
+                  f"{slug}-silhouette.png", "silhouette score per K (Fig. 17)")
+    k = sweep.best_k
+    report.figure(figures.clusters_2d(coords, sweep.labels[k], k), f"{slug}-clusters.png",
+                  f"the K = {k} clusters on the 2-D projection (Fig. 18, 20)")
+    nearest = cluster.nearest_to_centroids(x, sweep.centroids[k])
+    report.figure(figures.image_grid([thumbs(nearest)], ["nearest"],
+                                     [f"cluster {c}" for c in range(k)]),
+                  f"{slug}-centroids.png", "the samples nearest each centroid (Fig. 19, 21)")
+    report.json({"ks": sweep.ks, "silhouette": sweep.silhouettes, "inertia": sweep.inertias,
+                 "best_k": k, "silhouette_rows": sweep.silhouette_sample,
+                 "cluster_sizes": np.bincount(sweep.labels[k], minlength=k).tolist(),
+                 "nearest_to_centroid": [int(sub.index[i]) for i in nearest]},
+                f"{slug}-kmeans.json", "K-Means and silhouette numbers",
+                summary={"best K": k, "silhouette": round(max(sweep.silhouettes), 4)})
+    report.csv(["row", "image_id", "ann_id", "cluster"],
+               [[int(r), int(i), int(a), int(c)] for r, i, a, c in
+                zip(sub.index, sub.image_id, sub.ann_id, sweep.labels[k])],
+               f"{slug}-clusters.csv", f"the cluster of every sample (K = {k})")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m analysis.latent",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_run_arguments(p)
+    p.add_argument("--layer", default="3", type=latent_layer,
+                   help="bottleneck residual 1, 2, 3, or 'code' (autoencoder models)")
+    p.add_argument("--subset", action="append",
+                   help="full-annotated | random:N | all; repeatable (default: "
+                        "full-annotated, random:10000 and all)")
+    p.add_argument("--components", default="1,2,3,10,30,50,100",
+                   type=lambda s: [int(c) for c in s.split(",")],
+                   help="1-based components to walk along")
+    p.add_argument("--ks", default="2-10", type=lambda s: list(range(
+        int(s.split("-")[0]), int(s.split("-")[1]) + 1)), help="K range for K-Means")
+    p.add_argument("--n-init", type=int, default=10, help="K-Means restarts per K")
+    p.add_argument("--silhouette-sample", type=int, default=10000,
+                   help="silhouette on all samples up to this many, else on a random sample")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    config, steps, state, record, split = open_run(args)
+    report = Report(args.out, f"Latent space: {args.ckpt} ({args.checkpoint}, epoch "
+                              f"{record['epoch']}), {args.split} split, layer {args.layer}")
+    try:
+        latents = extract(steps, state, split, args.layer, args.out, batch_size=args.batch_size,
+                          checkpoint={"workdir": str(args.ckpt), "step": record["global_step"]})
+        for spec in args.subset or ["full-annotated", "random:10000", "all"]:
+            analyse_subset(report, latents, spec, steps=steps, split=split, args=args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.write_index()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

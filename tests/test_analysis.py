@@ -1,0 +1,155 @@
+"""The analysis commands: latents, PCA, K-Means/silhouette, skip ablation, reports."""
+
+import html.parser
+import json
+
+import jax
+import numpy as np
+import pytest
+from sklearn.metrics import silhouette_score as sk_silhouette
+
+from analysis import cluster, latent, skips
+from analysis import pca as pca_lib
+from analysis.extract import extract
+from shg_jax import data
+from shg_jax.evaluate import load_run
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    workdir, _ = tiny_run
+    config, steps, state, record = load_run(workdir, "latest")
+    return dict(workdir=workdir, config=config, steps=steps, state=state, record=record,
+                split=data.Split(config.data_dir, "val"))
+
+
+def test_extraction_equals_the_models_bottleneck_and_is_deterministic(run, tmp_path):
+    ck = {"workdir": "w", "step": run["record"]["global_step"]}
+    a = extract(run["steps"], run["state"], run["split"], 3, tmp_path / "a", checkpoint=ck,
+                batch_size=8)
+    n = len(run["split"])
+    assert a.latents.shape == (n, 4 * 4 * 16)
+    b = extract(run["steps"], run["state"], run["split"], 3, tmp_path / "b", checkpoint=ck,
+                batch_size=16)
+    np.testing.assert_array_equal(a.latents, b.latents)
+    np.testing.assert_array_equal(a.image_id, b.image_id)
+    # Against the model's own forward pass (evaluation mode), row by row.
+    rows = np.arange(min(n, 5))
+    batch = run["split"].gather(rows)
+    model = run["steps"]
+    from flax import nnx
+    m = nnx.merge(model.graphdef_eval, run["state"].params, run["state"].batch_stats)
+    out = m.forward(model.inputs(batch["images"]))
+    np.testing.assert_allclose(a.latents[rows], np.asarray(out.bottlenecks[2]).reshape(
+        len(rows), -1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(a.n_labelled, (a.keypoints[..., 2] > 0).sum(-1))
+    # Reused from disk for the same checkpoint; redone for another.
+    stamp = (tmp_path / "a" / "latents" / "val-layer3" / "latents.npy").stat().st_mtime_ns
+    extract(run["steps"], run["state"], run["split"], 3, tmp_path / "a", checkpoint=ck)
+    assert (tmp_path / "a" / "latents" / "val-layer3" /
+            "latents.npy").stat().st_mtime_ns == stamp
+    other = extract(run["steps"], run["state"], run["split"], 1, tmp_path / "a",
+                    checkpoint=ck)
+    assert other.meta["layer"] == "1" and not np.array_equal(other.latents, a.latents)
+
+
+def test_pca_component_counts_on_known_variances():
+    rng = np.random.default_rng(0)
+    # Independent columns with variances 60, 25, 12, 3 (cumulative .60 .85 .97 1) in 8-D,
+    # rotated by a random orthogonal matrix: 90 % needs 3 components, 95 % 3, 99 % 4.
+    z = rng.standard_normal((200_000, 4)) * np.sqrt([60, 25, 12, 3])
+    q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    x = (np.concatenate([z, np.zeros((len(z), 4))], 1) @ q.T).astype(np.float32)
+    p = pca_lib.fit(x, chunk=30_000)
+    assert p.components_for() == {"90%": 3, "95%": 3, "99%": 4}
+    np.testing.assert_allclose(p.ratio[:4], [0.6, 0.25, 0.12, 0.03], atol=0.005)
+    assert p.ratio[4:].max() < 1e-6
+
+
+def test_walk_targets_are_the_nearest_samples():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((500, 6)) * [5, 3, 2, 1, 1, 1]).astype(np.float32)
+    p = pca_lib.fit(x)
+    for c in (0, 2):
+        found = pca_lib.walk_targets(p, x, c, (-2, 0, 3))
+        for k, row in zip((-2, 0, 3), found):
+            target = p.mean + k * np.sqrt(p.variances[c]) * p.components[:, c]
+            assert row == int(np.argmin(((x - target) ** 2).sum(1)))
+
+
+def test_chunked_silhouette_equals_scikit_learn():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(0, 1, (300, 10)), rng.normal(2, 1, (217, 10)),
+                        rng.normal(-3, 2, (90, 10))]).astype(np.float32)
+    labels = np.repeat([0, 1, 2], [300, 217, 90])
+    labels[:5] = 2                                  # a few misfits
+    ours = cluster.silhouette_score(x, labels, chunk=128)   # 607 rows: chunks do not divide
+    assert ours == pytest.approx(sk_silhouette(x, labels), abs=1e-5)
+
+
+def test_kmeans_finds_two_well_separated_blobs():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 1, (150, 20)), rng.normal(12, 1, (150, 20))])
+    sweep = cluster.sweep(x, range(2, 6), n_init=3)
+    assert sweep.best_k == 2
+    assert sorted(np.bincount(sweep.labels[2]).tolist()) == [150, 150]
+    centres = cluster.nearest_to_centroids(x, sweep.centroids[2])
+    assert {int(sweep.labels[2][i]) for i in centres} == {0, 1}
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [v for k, v in attrs if k in ("href", "src")]
+
+
+def assert_index_complete(out):
+    parser = _Links()
+    parser.feed((out / "index.html").read_text())
+    assert parser.links
+    for link in parser.links:
+        assert (out / link).is_file(), link
+
+
+def test_latent_command_writes_every_figure_it_links(run, tmp_path):
+    out = tmp_path / "latent"
+    assert latent.main(["--ckpt", str(run["workdir"]), "--checkpoint", "latest",
+                        "--split", "val", "--out", str(out), "--subset", "random:30",
+                        "--subset", "all", "--components", "1,2,500", "--ks", "2-4",
+                        "--n-init", "2", "--batch-size", "8"]) == 0
+    assert_index_complete(out)
+    km = json.loads((out / "all-kmeans.json").read_text())
+    assert km["ks"] == [2, 3, 4] and km["best_k"] in (2, 3, 4)
+    assert sum(km["cluster_sizes"]) == len(run["split"])
+    walks = json.loads((out / "random30-pca_walks.json").read_text())
+    assert set(walks) == {"1", "2"}                          # 500 > 256 dims: skipped
+    assert (out / "all-pca_projection.png").stat().st_size > 10_000
+
+
+def test_skip_ablation_changes_predictions_and_reports(run, tmp_path):
+    res = skips.run_ablation(run["steps"], run["state"], run["split"], 8)
+    assert len(res["with"]) == len(run["split"])
+    assert not np.array_equal(res["with"], res["without"])
+    fn = skips.ablation_function(run["steps"])
+    from shg_jax import sharding as shd
+    batch = run["split"].gather(np.arange(8))
+    batch["valid"] = np.ones(8, bool)
+    out = jax.device_get(fn(run["state"], shd.shard_batch(batch, run["steps"].mesh)))
+    assert np.abs(out["pred_with"] - out["pred_without"]).max() > 1e-3
+    out_dir = tmp_path / "skips"
+    assert skips.main(["--ckpt", str(run["workdir"]), "--checkpoint", "latest", "--split",
+                       "val", "--out", str(out_dir), "--batch-size", "8"]) == 0
+    assert_index_complete(out_dir)
+    summary = json.loads((out_dir / "skips.json").read_text())
+    has = res["has"]
+    assert summary["mean_pck_with_skips"] == pytest.approx(res["with"][has].mean())
+
+
+def test_analysis_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        latent.main(["--ckpt", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert "no checkpoints" in capsys.readouterr().err
