@@ -111,10 +111,11 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                  "nearest_to_centroid": [int(sub.index[i]) for i in nearest]},
                 f"{slug}-kmeans.json", "K-Means and silhouette numbers",
                 summary={"best K": k, "silhouette": round(max(sweep.silhouettes), 4)})
-    report.csv(["row", "image_id", "ann_id", "cluster"],
-               [[int(r), int(i), int(a), int(c)] for r, i, a, c in
-                zip(sub.index, sub.image_id, sub.ann_id, sweep.labels[k])],
-               f"{slug}-clusters.csv", f"the cluster of every sample (K = {k})")
+    report.csv(["row", "image_id", "ann_id", "pc1", "pc2", "cluster"],
+               [[int(r), int(i), int(a), float(p1), float(p2), int(c)] for r, i, a, (p1, p2), c
+                in zip(sub.index, sub.image_id, sub.ann_id, coords, sweep.labels[k])],
+               f"{slug}-projection.csv",
+               f"every sample's 2-D coordinates and cluster (K = {k}): the projection figures")
 
 
 def parse_args(argv=None):

@@ -107,6 +107,10 @@ def main(argv=None) -> int:
                                          ["crop", "ground truth", "with skips",
                                           "without skips"]),
                       "skips_grid.png", f"{n} samples with PCK 1.0 with skips (Fig. 14)")
+        report.json([{"row": int(r), "image_id": int(i), "ann_id": int(a),
+                      "pck_without_skips": float(res["without"][r])}
+                     for r, i, a in zip(pick, batch["image_id"], batch["ann_id"])],
+                    "skips_grid.json", "the samples of the grid")
     print(f"PCK with skips {summary['mean_pck_with_skips']:.4f}, without "
           f"{summary['mean_pck_without_skips']:.4f} over {summary['samples']} samples")
     print(f"wrote {report.write_index()}")

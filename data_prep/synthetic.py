@@ -6,10 +6,10 @@ Writes DIR/annotations/person_keypoints_{train,val}2017.json and DIR/{train,val}
 COCO's layout, so `python -m data_prep.coco --coco-root DIR` prepares it unchanged. Each image
 holds 1-3 figures with the 17 COCO joints, plausible proportions and varied poses (standing,
 walking, arms up, waving, sitting, free), facing the camera (their left on the image's right,
-as in most COCO photos), drawn as limbs of varied thickness and colour on textured, noisy,
-cluttered backgrounds, with hands and shoes, and trousers or shorts. Figures overlap at times; joints hidden by an occluder or by a figure
-drawn in front are labelled v=1; joints outside the image, and a few random ones, are
-unlabelled (v=0). Some images also hold a small background figure annotated with no
+as in most COCO photos), drawn as limbs of varied thickness and colour, with hands, shoes and
+trousers or shorts, on textured, noisy, cluttered backgrounds. Figures overlap at times;
+joints hidden by an occluder or by a figure drawn in front are labelled v=1; joints outside
+the image, and a few random ones, are unlabelled (v=0). Some images also hold a small background figure annotated with no
 keypoints, as COCO does, so the preparation's filters are exercised. Deterministic for a seed:
 image i of a split depends only on (seed, split, i).
 """
