@@ -135,7 +135,8 @@ def prefetch(iterator: Iterator, size: int = 2, transform: Callable | None = Non
     """Runs `iterator` (and `transform`, e.g. a device put) `size` items ahead on a thread.
 
     Exceptions raised by the producer are re-raised in the consumer. Closing the returned
-    generator (or dropping it) stops the producer."""
+    generator stops the producer and waits for it, so that no thread is left inside a JAX
+    call when the interpreter exits (which would abort the process)."""
     q: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
     done = object()
@@ -168,3 +169,4 @@ def prefetch(iterator: Iterator, size: int = 2, transform: Callable | None = Non
             yield item
     finally:
         stop.set()
+        thread.join(timeout=60)
