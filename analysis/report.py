@@ -76,6 +76,3 @@ class Report:
         path = self.dir / "index.html"
         fileio.write_bytes(path, "\n".join(parts).encode())
         return path
-
-    def linked_files(self) -> list[str]:
-        return [name for _, items in self.sections for _, name, _, _ in items]
