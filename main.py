@@ -5,11 +5,17 @@
 
 Rerunning a command resumes its workdir from the latest checkpoint. TensorBoard:
     tensorboard --logdir runs/
+Several hosts: the same command on every host, with --coordinator_address, --num_processes
+and --process_id (or under SLURM, which JAX detects by itself); see the README.
 """
 
+import os
+import pathlib
 import sys
 
+import jax
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from data_prep.cache import CacheError, ensure_synthetic
@@ -21,17 +27,35 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.",
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, TensorBoard events, config.")
 flags.DEFINE_bool("allow_config_change", False,
                   "Resume a workdir even though its config differs from this one.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0, for multi-host training (jax.distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (hosts) in the job.")
+flags.DEFINE_integer("process_id", None, "This process' index, 0 .. num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def init_distributed() -> None:
+    """jax.distributed.initialize() from the flags, or from a SLURM job's environment."""
+    if FLAGS.coordinator_address or FLAGS.num_processes:
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes,
+                                   process_id=FLAGS.process_id)
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        jax.distributed.initialize()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    init_distributed()
     config = FLAGS.config
     try:
         if config.synthetic is not None:
-            config.data_dir = str(ensure_synthetic(config))
+            if jax.process_index() == 0:              # one process makes the data
+                ensure_synthetic(config)
+            multihost_utils.sync_global_devices("synthetic data ready")
+            config.data_dir = str(pathlib.Path(config.data_dir).expanduser())
         train.train_and_evaluate(config, FLAGS.workdir,
                                  allow_config_change=FLAGS.allow_config_change)
     except (data.DataError, train.TrainingError, CacheError) as e:

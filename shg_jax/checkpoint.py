@@ -46,6 +46,9 @@ class Checkpoints:
         mgr = self.managers[kind]
         if step in mgr.all_steps():
             return
+        # One save in flight at a time: with several processes, Orbax names its commit
+        # barrier by step, so two managers saving the same step at once would collide.
+        self.wait()
         mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(record)))
 

@@ -36,13 +36,14 @@ def evaluate_split(steps: Steps, state, split: data.Split, batch_size: int, *,
                                 process_count=jax.process_count())
     total = data.steps_per_epoch(len(split), batch_size, train=False)
     sums = None
-    with Progress(total, desc or f"eval {split.name}", unit="img") as progress:
+    with Progress(total, desc or f"eval {split.name}", unit="img",
+                  enabled=jax.process_index() == 0) as progress:
         for batch in data.prefetch(batches, transform=lambda b: shd.shard_batch(b,
                                                                                 steps.mesh)):
             out = steps.eval_step(state, batch)
             sums = out if sums is None else pck.add_counts(sums, out)
             progress.update(1, count=batch_size)
-    sums = jax.device_get(sums)
+    sums = shd.to_host(sums)
     result = pck.summarize({k: v for k, v in sums.items() if "/" in k})
     count = float(sums["count"])
     result["loss"] = float(sums["loss_sum"]) / count if count else float("nan")

@@ -21,8 +21,8 @@ class Progress:
     """progress = Progress(total, "train", unit="crops"); progress.update(n, loss=0.1)."""
 
     def __init__(self, total: int, desc: str, *, unit: str = "it", stream=None,
-                 log_interval: float = 10.0):
-        self.total, self.desc, self.unit = total, desc, unit
+                 log_interval: float = 10.0, enabled: bool = True):
+        self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = 0.2 if self.tty else log_interval
@@ -35,7 +35,7 @@ class Progress:
         self.done += steps
         self.count += steps if count is None else count
         now = time.perf_counter()
-        if now - self.last >= self.interval or self.done >= self.total:
+        if self.enabled and (now - self.last >= self.interval or self.done >= self.total):
             self.last = now
             self._draw(now, postfix)
 
@@ -52,7 +52,7 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and self.enabled:
             self.stream.write("\n")
             self.stream.flush()
 

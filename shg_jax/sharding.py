@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -38,3 +39,23 @@ def shard_batch(batch: dict, mesh: Mesh, keys=("images", "keypoints", "valid")) 
 
 def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(tree):
+    """Global jax.Arrays -> NumPy on every process: replicated arrays are read from a local
+    copy, batch-sharded ones gathered from all processes (a collective: every process must
+    call it at the same point)."""
+    def get(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(x)
+        if x.sharding.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
+def local_rows(global_batch: int) -> slice:
+    """This process' rows of a global batch (process p of P owns [p*b, (p+1)*b), b = B/P)."""
+    per = global_batch // jax.process_count()
+    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)

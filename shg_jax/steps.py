@@ -43,7 +43,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def learning_rate(state: TrainState) -> float:
-    return float(state.opt_state.hyperparams["learning_rate"])
+    return float(shd.to_host(state.opt_state.hyperparams["learning_rate"]))
 
 
 def with_learning_rate(state: TrainState, lr: float) -> TrainState:

@@ -36,6 +36,12 @@ RESUMABLE_FIELDS = ("num_epochs", "log_every_steps", "keep_checkpoints", "num_tb
                     "data_dir", "eval_batch_size", "synthetic")
 
 
+def _log(*args, **kwargs) -> None:
+    """print() on process 0 only."""
+    if jax.process_index() == 0:
+        print(*args, **kwargs)
+
+
 class TrainingError(Exception):
     """Training cannot go on (non-finite loss, config mismatch); the message says why."""
 
@@ -68,7 +74,7 @@ def interrupt_flag():
         if flag["stop"]:
             raise KeyboardInterrupt
         flag["stop"] = True
-        print("\ninterrupted: saving a checkpoint at the next step (Ctrl-C again to abort)",
+        _log("\ninterrupted: saving a checkpoint at the next step (Ctrl-C again to abort)",
               flush=True)
 
     try:
@@ -96,7 +102,7 @@ class _Run:
 
     def record(self, state, mean_rgb) -> dict:
         return dict(config=config_json(self.config), epoch=self.epoch,
-                    step_in_epoch=self.step_in_epoch, global_step=int(state.step),
+                    step_in_epoch=self.step_in_epoch, global_step=global_step(state),
                     schedule=self.schedule.to_dict(), epoch_loss_sum=self.loss_sum,
                     epoch_loss_count=self.loss_count, history=self.history,
                     best_pck=None if math.isinf(self.best_pck) else self.best_pck,
@@ -125,14 +131,20 @@ def _check_data(config, train_split: data.Split, n_devices: int) -> None:
                             f"samples, fewer than one batch of {config.batch_size}")
 
 
+def global_step(state) -> int:
+    return int(shd.to_host(state.step))
+
+
 def _log_images(logger, steps, state, split, config, epoch) -> None:
+    """Every process runs the prediction (a collective); process 0 writes the grid."""
     n = min(config.num_tb_images, len(split))
-    if n == 0 or not logger.enabled:
+    if n == 0:
         return
     # A fixed set: the first n validation crops, padded to a multiple of the device count.
     rows = -(-n // len(jax.devices())) * len(jax.devices())
     batch = split.gather(np.arange(rows) % len(split))
-    pred, target = jax.device_get(steps.predict(state, shd.shard_batch(batch, steps.mesh)))
+    local = {k: v[shd.local_rows(rows)] for k, v in batch.items()}
+    pred, target = shd.to_host(steps.predict(state, shd.shard_batch(local, steps.mesh)))
     logger.image("val/heatmaps (crop | GT | prediction)",
                  heatmap_grid(batch["images"][:n], target[:n], pred[:n]), epoch)
 
@@ -156,16 +168,17 @@ def _resume(ckpts, state, run, config, workdir, allow_config_change):
         # Allowed above: an explicit new rate replaces the one the run had reached.
         run.schedule.lr = config.learning_rate
         state = with_learning_rate(state, config.learning_rate)
-        print(f"learning rate set to {config.learning_rate} (was {record['schedule']['lr']})")
-    print(f"resuming {workdir} at epoch {run.epoch + 1}, step {run.step_in_epoch} "
-          f"(global step {int(state.step)})")
+        _log(f"learning rate set to {config.learning_rate} (was {record['schedule']['lr']})")
+    _log(f"resuming {workdir} at epoch {run.epoch + 1}, step {run.step_in_epoch} "
+          f"(global step {global_step(state)})")
     return state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        *, allow_config_change: bool = False) -> dict:
     """Trains config.num_epochs epochs (resuming if WORKDIR has checkpoints); returns the
-    history of epoch metrics. Raises data.DataError or TrainingError with a message."""
+    history of epoch metrics and the final state. Raises data.DataError or TrainingError
+    with a message."""
     workdir = pathlib.Path(workdir)
     train_split = data.Split(config.data_dir, "train")
     val_split = data.Split(config.data_dir, "val")
@@ -190,15 +203,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                 if interrupted["stop"]:
                     ckpts.save("latest", state, run.record(state, train_split.mean_rgb))
                     ckpts.wait()
-                    print(f"saved a checkpoint at epoch {run.epoch + 1}, step "
+                    _log(f"saved a checkpoint at epoch {run.epoch + 1}, step "
                           f"{run.step_in_epoch}; rerun the same command to resume")
-                    return {"history": run.history, "interrupted": True}
+                    return {"history": run.history, "interrupted": True, "state": state}
                 state = _end_epoch(steps, state, run, val_split, config, logger, ckpts,
                                    train_split.mean_rgb)
     finally:
         ckpts.wait()
         logger.close()
-    return {"history": run.history, "interrupted": False}
+    return {"history": run.history, "interrupted": False, "state": state}
 
 
 def _train_epoch(steps, state, run, train_split, config, n_steps, logger, interrupted):
@@ -212,7 +225,8 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, interr
                             transform=lambda b: shd.shard_batch(b, steps.mesh))
     pending = []
     tick = time.perf_counter()
-    progress = Progress(n_steps, f"epoch {run.epoch + 1}/{config.num_epochs}", unit="img")
+    progress = Progress(n_steps, f"epoch {run.epoch + 1}/{config.num_epochs}", unit="img",
+                        enabled=jax.process_index() == 0)
     progress.done = run.step_in_epoch
     try:
         for batch in batches:
@@ -221,10 +235,10 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, interr
             run.step_in_epoch += 1
             last = run.step_in_epoch == n_steps
             if len(pending) >= config.log_every_steps or last or interrupted["stop"]:
-                losses = np.asarray(jax.device_get(pending), np.float64)
+                losses = np.asarray(shd.to_host(pending), np.float64)
                 bad = np.nonzero(~np.isfinite(losses))[0]
                 if len(bad):
-                    step = int(state.step) - len(losses) + int(bad[0]) + 1
+                    step = global_step(state) - len(losses) + int(bad[0]) + 1
                     raise TrainingError(
                         f"loss is {losses[bad[0]]} at global step {step} (epoch "
                         f"{run.epoch + 1}); training stopped, the last good checkpoint is "
@@ -236,7 +250,7 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, interr
                                 "train/learning_rate": learning_rate(state),
                                 "train/images_per_second":
                                     len(losses) * config.batch_size / (now - tick)},
-                               int(state.step))
+                               global_step(state))
                 tick = now
                 progress.update(len(pending), count=len(pending) * config.batch_size,
                                 loss=float(losses.mean()))
@@ -261,7 +275,7 @@ def _end_epoch(steps, state, run, val_split, config, logger, ckpts, mean_rgb):
     record = {"epoch": run.epoch, "train_loss": train_loss, "val_loss": val["loss"],
               "val_pck": val["all/pck"], "val_pck_visible": val["visible/pck"],
               "val_pck_limbs": val["limbs/pck"], "learning_rate": lr_used,
-              "global_step": int(state.step)}
+              "global_step": global_step(state)}
     run.history.append(record)
     logger.scalars({"epoch/train_loss": train_loss, "epoch/val_loss": val["loss"],
                     "epoch/val_pck": val["all/pck"], "epoch/val_pck_visible": val["visible/pck"],
@@ -282,7 +296,7 @@ def _end_epoch(steps, state, run, val_split, config, logger, ckpts, mean_rgb):
         ckpts.save("best", state, rec)
     if best_loss:
         ckpts.save("best_loss", state, rec)
-    print(f"epoch {run.epoch}: train loss {train_loss:.4g}, val loss {val['loss']:.4g}, "
+    _log(f"epoch {run.epoch}: train loss {train_loss:.4g}, val loss {val['loss']:.4g}, "
           f"val PCK {val['all/pck']:.4f} (v=2 {val['visible/pck']:.4f}, limbs "
           f"{val['limbs/pck']:.4f}), lr {lr_used:.3g}" + (", best" if best else ""),
           flush=True)
