@@ -94,7 +94,8 @@ def steps_per_epoch(n: int, global_batch: int, *, train: bool) -> int:
     return n // global_batch if train else math.ceil(n / global_batch)
 
 
-def _local_rows(global_batch: int, process_index: int, process_count: int) -> slice:
+def local_rows(global_batch: int, process_index: int, process_count: int) -> slice:
+    """Process p of P owns rows [p*b, (p+1)*b) of each global batch, b = B/P."""
     if global_batch % process_count:
         raise ValueError(f"global batch {global_batch} is not divisible by the "
                          f"{process_count} processes")
@@ -111,7 +112,7 @@ def train_batches(split: Split, global_batch: int, *, seed: int, epoch: int,
                   start_step: int = 0, process_index: int = 0, process_count: int = 1
                   ) -> Iterator[dict]:
     """This process' part of each full global batch of epoch `epoch`, from `start_step`."""
-    rows = _local_rows(global_batch, process_index, process_count)
+    rows = local_rows(global_batch, process_index, process_count)
     order = epoch_permutation(len(split), seed, epoch)
     for step in range(start_step, steps_per_epoch(len(split), global_batch, train=True)):
         yield split.gather(order[step * global_batch:(step + 1) * global_batch][rows])
@@ -120,7 +121,7 @@ def train_batches(split: Split, global_batch: int, *, seed: int, epoch: int,
 def eval_batches(split: Split, global_batch: int, *, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict]:
     """Every sample once, in order; the last global batch padded, padding rows valid=False."""
-    rows = _local_rows(global_batch, process_index, process_count)
+    rows = local_rows(global_batch, process_index, process_count)
     n = len(split)
     for step in range(steps_per_epoch(n, global_batch, train=False)):
         index = np.arange(step * global_batch, (step + 1) * global_batch)[rows]

@@ -13,6 +13,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from shg_jax import data
+
 DATA_AXIS = "data"
 
 
@@ -56,6 +58,5 @@ def to_host(tree):
 
 
 def local_rows(global_batch: int) -> slice:
-    """This process' rows of a global batch (process p of P owns [p*b, (p+1)*b), b = B/P)."""
-    per = global_batch // jax.process_count()
-    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+    """This process' rows of a global batch (see data.local_rows)."""
+    return data.local_rows(global_batch, jax.process_index(), jax.process_count())
