@@ -99,7 +99,7 @@ class Steps:
 
         def loss_fn(params, batch_stats):
             model = nnx.merge(self.graphdef_train, params, batch_stats, copy=True)
-            heatmaps = model.forward(images).heatmaps            # (S, B, H, W, J)
+            heatmaps = model.forward(images).heatmaps.astype(jnp.float32)   # (S,B,H,W,J)
             loss = jnp.sum(jnp.mean((heatmaps - targets[None]) ** 2, axis=(1, 2, 3, 4)))
             return loss, nnx.state(model, nnx.BatchStat)
 
@@ -115,7 +115,7 @@ class Steps:
 
     def _eval_step(self, state: TrainState, batch: dict) -> dict:
         """Sums over the valid rows: loss (as in training) and every PCK count."""
-        heatmaps = self._forward_eval(state, batch["images"])
+        heatmaps = self._forward_eval(state, batch["images"]).astype(jnp.float32)
         targets = self.targets(batch["keypoints"])
         per_sample = jnp.sum(jnp.mean((heatmaps - targets[None]) ** 2, axis=(2, 3, 4)), 0)
         valid = batch["valid"]

@@ -1,0 +1,117 @@
+"""Issue 10: the XLA:CPU default (set before JAX starts, overridable, same results) and the
+bfloat16 compute mode (bf16 activations, float32 parameters, optimizer state, BN statistics)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from shg_jax.cpu_flags import CPU_DEFAULTS, YNN_FLAG
+
+from conftest import REPO
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SHG_JAX_XLA_DEFAULTS")}
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=full,
+                          capture_output=True, text=True, timeout=300)
+
+
+SHOW_FLAGS = "import os, shg_jax; print('FLAGS=' + os.environ.get('XLA_FLAGS', ''))"
+
+
+def shown_flags(proc) -> str:
+    assert proc.returncode == 0, proc.stderr
+    return [line for line in proc.stdout.splitlines() if line.startswith("FLAGS=")][0][6:]
+
+
+def test_cpu_default_added_on_import_and_user_setting_kept():
+    assert shown_flags(run_python(SHOW_FLAGS)).split() == [CPU_DEFAULTS]
+    other = "--xla_force_host_platform_device_count=2"
+    assert shown_flags(run_python(SHOW_FLAGS, XLA_FLAGS=other)).split() == [other, CPU_DEFAULTS]
+    own = f"{YNN_FLAG}="
+    assert shown_flags(run_python(SHOW_FLAGS, XLA_FLAGS=own)) == own
+    assert shown_flags(run_python(SHOW_FLAGS, SHG_JAX_XLA_DEFAULTS="0")) == ""
+
+
+def test_cpu_default_not_applied_after_jax_started():
+    proc = run_python("import jax; jax.devices()\n" + SHOW_FLAGS)
+    assert shown_flags(proc) == ""
+    assert "JAX started before shg_jax was imported" in proc.stderr
+
+
+GRADS = """
+    import sys, numpy as np, jax, jax.numpy as jnp
+    from flax import nnx
+    from shg_jax.models import build_model, model_config
+    assert jax.default_backend() == "cpu"
+    cfg = model_config(); cfg.input_size = 64; cfg.features = 16; cfg.mid_features = 8
+    cfg.stem_features = 16; cfg.depth = 2
+    model = build_model(cfg, seed=0); model.train()
+    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
+    def loss(p):
+        return jnp.mean(nnx.merge(graphdef, p, stats, copy=True)(x) ** 2)
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    np.savez("{out}", value, *jax.tree.leaves(grads))
+"""
+
+
+def test_cpu_default_gives_the_same_loss_and_gradients(tmp_path):
+    """The flag only swaps convolution kernels: equal results up to float32 rounding."""
+    results = []
+    for name, env in [("default", {}), ("ynn", {"SHG_JAX_XLA_DEFAULTS": "0"})]:
+        out = tmp_path / f"{name}.npz"
+        proc = run_python(GRADS.replace("{out}", str(out)), **env)
+        assert proc.returncode == 0, proc.stderr
+        results.append(np.load(out))
+    a, b = results
+    assert len(a.files) > 10
+    # Biases followed by BatchNorm have a true gradient of 0 (both runs give rounding noise
+    # of ~1e-9), so the absolute tolerance is relative to the largest gradient.
+    scale = max(np.max(np.abs(a[key])) for key in a.files[1:])
+    for key in a.files:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-5 * scale, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def bf16_steps(tiny_data):
+    from conftest import tiny_train_config
+    from shg_jax.steps import Steps
+
+    config = tiny_train_config(tiny_data, **{"config.batch_size": 4})
+    config.model.dtype = "bfloat16"
+    return Steps(config, (0.4, 0.4, 0.4))
+
+
+def test_bfloat16_computes_in_bf16_with_float32_state(bf16_steps, tiny_data):
+    from shg_jax import data, sharding as shd
+
+    state = bf16_steps.init_state()
+    rows = data.Split(tiny_data, "train").gather(np.arange(4))
+    batch = shd.shard_batch(rows, bf16_steps.mesh)
+    jaxpr = jax.make_jaxpr(bf16_steps._train_step)(state, batch)
+    conv_dtypes = {str(e.invars[0].aval.dtype) for e in _eqns(jaxpr.jaxpr)
+                   if e.primitive.name == "conv_general_dilated"}
+    assert conv_dtypes == {"bfloat16"}
+    state, loss = bf16_steps.train_step(state, batch)
+    assert loss.dtype == jnp.float32 and np.isfinite(float(loss))
+    for tree in (state.params, state.batch_stats, state.opt_state):
+        dtypes = {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
+        assert dtypes == {jnp.dtype(jnp.float32)}
+    heatmaps, _ = bf16_steps.predict(state, batch)
+    assert heatmaps.dtype == jnp.bfloat16
+
+
+def _eqns(jaxpr):
+    """Every equation, including those inside pjit/custom_vjp/remat sub-jaxprs."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            yield from _eqns(sub)
