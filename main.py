@@ -18,8 +18,11 @@ from absl import app, flags, logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
+from analysis.extract import pretraining_latents
 from data_prep.cache import CacheError, ensure_synthetic
-from shg_jax import data, train
+from shg_jax import data, pretrain, train
+from shg_jax.checkpoint import CheckpointError
+from shg_jax.pretrain import latent_shape
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -44,6 +47,20 @@ def init_distributed() -> None:
         jax.distributed.initialize()
 
 
+def pretrain_autoencoder(config) -> None:
+    """Stage 1 of configs/autoencoder.py: latents of the SHG in config.init_from (extracted
+    by the analysis extractor into WORKDIR/latents, reused on rerun), then the autoencoder."""
+    if not config.init_from:
+        raise train.TrainingError("--config.stage=pretrain needs --config.init_from=SHG_WORKDIR")
+    train_lat, val_lat, source = pretraining_latents(
+        config.init_from, config.init_checkpoint, config.data_dir, FLAGS.workdir,
+        batch_size=config.pretrain.extract_batch_size)
+    shape = (-1,) + latent_shape(config.model)
+    pretrain.pretrain(config, FLAGS.workdir, train_lat.latents.reshape(shape),
+                      val_lat.latents.reshape(shape), source,
+                      allow_config_change=FLAGS.allow_config_change)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -56,9 +73,12 @@ def main(argv):
                 ensure_synthetic(config)
             multihost_utils.sync_global_devices("synthetic data ready")
             config.data_dir = str(pathlib.Path(config.data_dir).expanduser())
-        train.train_and_evaluate(config, FLAGS.workdir,
-                                 allow_config_change=FLAGS.allow_config_change)
-    except (data.DataError, train.TrainingError, CacheError) as e:
+        if config.get("stage") == "pretrain":
+            pretrain_autoencoder(config)
+        else:
+            train.train_and_evaluate(config, FLAGS.workdir,
+                                     allow_config_change=FLAGS.allow_config_change)
+    except (data.DataError, train.TrainingError, CacheError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -27,6 +27,8 @@ import numpy as np
 from flax import nnx
 
 from shg_jax import data, fileio
+from shg_jax.checkpoint import Checkpoints
+from shg_jax.evaluate import load_run
 from shg_jax import sharding as shd
 from shg_jax.progress import Progress
 from shg_jax.steps import Steps
@@ -120,3 +122,18 @@ def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoin
         shutil.rmtree(final)
     tmp.rename(final)
     return Latents.load(final)
+
+
+def pretraining_latents(shg_workdir, checkpoint: str, data_dir, out_dir, *,
+                        batch_size: int = 64) -> tuple[Latents, Latents, dict]:
+    """Latents of the last bottleneck residual of an SHG run, for autoencoder pretraining:
+    (train, val, source), extracted into OUT_DIR/latents once and reused; `source` names
+    the checkpoint (workdir, kind, step) so that fine-tuning can find the same weights."""
+    kind, step = Checkpoints(shg_workdir, read_only=True).find(checkpoint)
+    config, steps, state, record = load_run(shg_workdir, checkpoint, data_dir)
+    source = {"workdir": str(pathlib.Path(shg_workdir).absolute()), "kind": kind, "step": step}
+    layer = config.model.n_bottleneck
+    train, val = (extract(steps, state, data.Split(config.data_dir, name), layer, out_dir,
+                          checkpoint=source, batch_size=batch_size)
+                  for name in ("train", "val"))
+    return train, val, source

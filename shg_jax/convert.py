@@ -171,7 +171,7 @@ def write_checkpoint(model: StackedHourglass, config, workdir, mean_rgb) -> None
     from shg_jax.checkpoint import Checkpoints
     from shg_jax.schedule import PlateauSchedule
     from shg_jax.steps import Steps
-    from shg_jax.train import config_json
+    from shg_jax.runs import config_json
 
     steps = Steps(config, mean_rgb)
     state = steps.init_state()

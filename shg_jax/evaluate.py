@@ -70,7 +70,7 @@ def load_run(workdir, checkpoint: str = "best", data_dir: str | None = None):
     record = ckpts.record(kind, step)
     config = ml_collections.ConfigDict(record["config"])
     if data_dir:
-        config.data_dir = data_dir
+        config.data_dir = str(data_dir)
     mean = record.get("mean_rgb") or data.load_meta(config.data_dir)["mean_rgb"]
     steps = Steps(config, mean)
     state, record = ckpts.restore(kind, step, steps.init_state())

@@ -10,11 +10,8 @@ Rerunning the same command resumes from the latest checkpoint, at the exact batc
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import pathlib
-import signal
 import time
 
 import jax
@@ -26,67 +23,12 @@ from shg_jax import sharding as shd
 from shg_jax.checkpoint import Checkpoints
 from shg_jax.draw import heatmap_grid
 from shg_jax.evaluate import evaluate_split
+from shg_jax.pretrain import finetune_state
 from shg_jax.progress import Progress
+from shg_jax.runs import TrainingError, check_config, config_json, interrupt_flag, log as _log
 from shg_jax.schedule import PlateauSchedule
 from shg_jax.steps import Steps, learning_rate, with_learning_rate
 from shg_jax.summary import SummaryLogger
-
-#: Config fields that may change when a run is resumed; any other difference is refused.
-RESUMABLE_FIELDS = ("num_epochs", "log_every_steps", "keep_checkpoints", "num_tb_images",
-                    "data_dir", "eval_batch_size", "synthetic")
-
-
-def _log(*args, **kwargs) -> None:
-    """print() on process 0 only."""
-    if jax.process_index() == 0:
-        print(*args, **kwargs)
-
-
-class TrainingError(Exception):
-    """Training cannot go on (non-finite loss, config mismatch); the message says why."""
-
-
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ (missing fields included)."""
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        name = prefix + key
-        if not prefix and key in RESUMABLE_FIELDS:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += config_differences(a, b, name + ".")
-        elif a != b:
-            diffs.append(f"{name}: {a!r} in the run, {b!r} now")
-    return diffs
-
-
-def config_json(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json())
-
-
-@contextlib.contextmanager
-def interrupt_flag():
-    """SIGINT sets flag['stop'] instead of raising; a second SIGINT raises as usual."""
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-        _log("\ninterrupted: saving a checkpoint at the next step (Ctrl-C again to abort)",
-              flush=True)
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:                                   # not the main thread
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
 
 class _Run:
     """Mutable bookkeeping of one training run (what a checkpoint record holds)."""
@@ -153,11 +95,7 @@ def _resume(ckpts, state, run, config, workdir, allow_config_change):
     """Restores the latest checkpoint into `state` and `run`, after checking the config."""
     latest = ckpts.latest_step()
     record = ckpts.record("latest", latest)
-    diffs = config_differences(record["config"], config_json(config))
-    if diffs and not allow_config_change:
-        raise TrainingError(f"{workdir} was made with a different config; differing "
-                            f"fields:\n  " + "\n  ".join(diffs) +
-                            "\nuse another --workdir, or --allow_config_change to resume")
+    check_config(record["config"], config, workdir, allow_config_change)
     try:
         state, record = ckpts.restore("latest", latest, state)
     except Exception as e:               # shapes changed under --allow_config_change
@@ -179,6 +117,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     """Trains config.num_epochs epochs (resuming if WORKDIR has checkpoints); returns the
     history of epoch metrics and the final state. Raises data.DataError or TrainingError
     with a message."""
+    if config.get("stage") == "pretrain":
+        raise TrainingError("config.stage=pretrain trains the autoencoder alone: run it "
+                            "through main.py, which extracts the latents first")
     workdir = pathlib.Path(workdir)
     train_split = data.Split(config.data_dir, "train")
     val_split = data.Split(config.data_dir, "val")
@@ -189,6 +130,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     run = _Run(config, PlateauSchedule.from_config(config))
     if ckpts.latest_step() is not None:
         state = _resume(ckpts, state, run, config, workdir, allow_config_change)
+    elif config.get("stage") == "finetune":
+        state = finetune_state(steps, config)
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)

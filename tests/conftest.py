@@ -40,11 +40,11 @@ def tiny_train_overrides(data_dir, workdir=None, **extra) -> list:
     return out + ([f"--workdir={workdir}"] if workdir else [])
 
 
-def tiny_train_config(data_dir, **extra):
-    """The config of `tiny_train_overrides`, built in-process from configs/baseline.py."""
-    from configs import baseline
+def tiny_train_config(data_dir, base: str = "baseline", **extra):
+    """The config of `tiny_train_overrides`, built in-process from configs/BASE.py."""
+    import importlib
 
-    config = baseline.get_config()
+    config = importlib.import_module(f"configs.{base}").get_config()
     for flag in tiny_train_overrides(data_dir, **extra):
         key, value = flag[2:].split("=", 1)
         node = config

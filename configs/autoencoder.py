@@ -1,0 +1,36 @@
+"""The thesis' improved model (§7): the 1-stack SHG with an autoencoder in the bottleneck.
+
+Two stages, each its own run (workdir):
+
+    # 1. the autoencoder alone, on latents of a trained SHG (thesis: its min-val-loss epoch)
+    python main.py --config=configs/autoencoder.py --config.stage=pretrain \
+        --config.init_from=runs/baseline --workdir=runs/ae_pretrain --config.data_dir=data/coco
+    # 2. inserted into that SHG, the whole network fine-tuned with the SHG recipe
+    python main.py --config=configs/autoencoder.py --config.stage=finetune \
+        --config.init_from=runs/ae_pretrain --workdir=runs/ae --config.data_dir=data/coco
+
+`--config.stage=scratch` trains the same network from random weights (not in the thesis).
+config.model must be the SHG's model plus the autoencoder fields; config.data_dir the data
+the SHG was trained on.
+"""
+
+import ml_collections
+
+from configs import baseline
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = baseline.get_config()
+    config.model.autoencoder = True          # after the 3rd bottleneck residual (thesis)
+    config.stage = "finetune"                # pretrain | finetune | scratch
+    # pretrain: the SHG workdir whose latents the autoencoder learns;
+    # finetune: the stage-1 workdir (which names its SHG checkpoint itself).
+    config.init_from = ""
+    config.init_checkpoint = "best_loss"     # thesis: the minimum-validation-loss epoch
+    config.num_epochs = 57                   # thesis' fine-tuning run
+    config.pretrain = ml_collections.ConfigDict(dict(
+        num_epochs=100, batch_size=16, learning_rate=5e-4, momentum=0.9,
+        halve_every=25, lr_factor=0.5,       # StepLR(step_size=25, gamma=0.5)
+        noise=0.1,                           # x + 0.1 * x * N(0, 1)
+        extract_batch_size=64))              # latents of the last bottleneck residual
+    return config
