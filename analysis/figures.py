@@ -28,6 +28,23 @@ def variance_curves(pca: PCA, counts: dict[str, int], max_components: int = 300)
     return fig
 
 
+def cumulative_variance_comparison(pcas: dict[str, PCA], needed: dict[str, int],
+                                   fraction: float = 0.95) -> Figure:
+    """Cumulative explained variance of several latent spaces, with the number of
+    components each needs for `fraction` (thesis Fig. 27: SHG latent vs autoencoder code)."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for label, pca in pcas.items():
+        cum = np.cumsum(pca.ratio)
+        line, = ax.plot(np.arange(1, len(cum) + 1), cum, label=f"{label} ({needed[label]})")
+        ax.axvline(needed[label], ls="--", lw=0.8, color=line.get_color())
+    ax.axhline(fraction, ls=":", lw=0.8, color="grey")
+    ax.set(xlabel="number of components", ylabel="cumulative explained variance",
+           xscale="log", title=f"components for {fraction:.0%} in brackets")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def projection_with_thumbnails(coords: np.ndarray, thumbs: list, thumb_rows: list,
                                explained: float) -> Figure:
     """2-D PCA scatter of every sample, with image thumbnails at some of them (Fig. 16)."""

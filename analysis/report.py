@@ -44,6 +44,11 @@ class Report:
         self._add("data", name, caption, summary)
         return name
 
+    def markdown(self, text: str, name: str, caption: str) -> str:
+        fileio.write_bytes(self.dir / name, text.encode())
+        self._add("data", name, caption)
+        return name
+
     def csv(self, header: list, rows: list, name: str, caption: str) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf)

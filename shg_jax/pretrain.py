@@ -228,7 +228,8 @@ def finetune_state(steps: Steps, config: ml_collections.ConfigDict) -> TrainStat
     shg_params, ae_params = _flat(shg_state.params), _flat(ae_state.params)
     ae_prefix = ("hourglasses", config.model.n_stacks - 1, "autoencoder")
     new, problems = [], []
-    for path, leaf in _flat(fresh.params).items():
+    for path, var in nnx.to_flat_state(fresh.params):
+        leaf = var[...]
         if path[:3] == ae_prefix:
             value = ae_params.get(path[3:])
         elif "autoencoder" in path:
@@ -238,7 +239,7 @@ def finetune_state(steps: Steps, config: ml_collections.ConfigDict) -> TrainStat
         if value is None or value.shape != leaf.shape:
             problems.append("/".join(map(str, path)))
             continue
-        new.append((path, value))
+        new.append((path, var.replace(value)))
     if problems:
         raise TrainingError(f"the SHG in {src['workdir']} or the autoencoder in "
                             f"{config.init_from} does not fit config.model (missing or "

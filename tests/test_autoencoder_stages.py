@@ -128,3 +128,60 @@ def test_finetune_starts_from_shg_and_stage1_weights(stage1, tiny_run, tiny_data
                                          "config.init_from": tiny_run[0]})
     with pytest.raises(TrainingError, match="not an autoencoder pretraining run"):
         pretrain.finetune_state(steps, not_stage1)
+
+
+@pytest.fixture(scope="module")
+def finetuned(stage1, tiny_data, tmp_path_factory):
+    """Stage 2: one epoch of fine-tuning from stage 1 -> the workdir."""
+    from shg_jax import train
+
+    workdir = tmp_path_factory.mktemp("stage2") / "run"
+    config = ae_config(tiny_data, **{"config.stage": "finetune", "config.init_from": stage1[0],
+                                     "config.num_epochs": 1, "config.batch_size": 8})
+    out = train.train_and_evaluate(config, workdir)
+    assert len(out["history"]) == 1 and (workdir / "tb").is_dir()
+    return workdir
+
+
+def _components_for_95(x: np.ndarray) -> int:
+    x = np.asarray(x, np.float64)
+    var = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1].clip(0)
+    return int(np.searchsorted(np.cumsum(var) / var.sum(), 0.95 - 1e-12) + 1)
+
+
+def test_compare_table_holds_the_evaluate_numbers(tiny_run, finetuned, tmp_path):
+    import json
+
+    from analysis import compare
+    from shg_jax import evaluate
+
+    out = tmp_path / "compare"
+    assert compare.main(["--ckpt", str(tiny_run[0]), "--ckpt", str(finetuned), "--split", "val",
+                         "--latent-split", "val", "--ks", "2-3", "--n-init", "2",
+                         "--out", str(out)]) == 0
+    rows = json.loads((out / "pck.json").read_text())["rows"]
+    table = (out / "pck.md").read_text()
+    assert [r["model"] for r in rows] == ["SHG", "SHG + autoencoder"]
+    for workdir, row in zip((tiny_run[0], finetuned), rows):
+        ev = tmp_path / f"{workdir.parent.name}.json"
+        assert evaluate.main(["--workdir", str(workdir), "--split", "val", "--out", str(ev)]) == 0
+        expected = json.loads(ev.read_text())
+        for key in ("all", "visible", "limbs"):
+            assert row["pck"][key] == pytest.approx(expected[f"{key}/pck"], abs=1e-6)
+            assert f"{expected[f'{key}/pck']:.4f}" in table
+    assert "0.433" in table and "0.467" in table          # the thesis' val numbers beside
+    curves = json.loads((out / "cumulative_variance.json").read_text())
+    shg, ae = curves
+    assert "bottleneck residual 3" in shg["latent"] and "autoencoder code" in ae["latent"]
+    assert (shg["dimension"], ae["dimension"]) == (4 * 4 * 16, 8)
+    shg_latents = np.load(out / "run0" / "latents" / "val-layer3" / "latents.npy")
+    ae_code = np.load(out / "run1" / "latents" / "val-layercode" / "latents.npy")
+    assert shg["components_95"] == _components_for_95(shg_latents)
+    assert ae["components_95"] == _components_for_95(ae_code)
+    kmeans = json.loads((out / "code1-kmeans.json").read_text())
+    assert kmeans["ks"] == [2, 3] and len(kmeans["silhouette"]) == 2
+    index = (out / "index.html").read_text()
+    import re
+    links = set(re.findall(r"href='([^']+)'", index))
+    assert {"pck.md", "cumulative_variance.png", "code1-silhouette.png"} <= links
+    assert all((out / name).is_file() for name in links)

@@ -1,0 +1,150 @@
+"""The SHG vs the SHG with a bottleneck autoencoder (thesis §8.2-8.4), in one command.
+
+    python -m analysis.compare --ckpt runs/baseline --ckpt runs/ae --out DIR
+        [--split test] [--latent-split train] [--checkpoint best]
+
+For each run: PCK on --split (all / v=2 only / limbs only) beside the thesis' numbers, as a
+markdown table and JSON; the latent each model is analysed at (the last bottleneck residual
+for a plain SHG, the autoencoder code for an autoencoder model) extracted on --latent-split,
+its PCA and the cumulative explained variance of both in one figure with the components
+needed for 95 % (thesis Fig. 27: 541 vs 16); K-Means for K = 2..10 with silhouettes on the
+autoencoder code (Fig. 26). DIR/index.html shows everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+
+from analysis import cluster, figures
+from analysis import pca as pca_lib
+from analysis.extract import extract
+from analysis.report import Report
+from shg_jax import data
+from shg_jax.checkpoint import CheckpointError
+from shg_jax.evaluate import evaluate_split, load_run
+from shg_jax.models import CODE_LAYER
+
+#: DESIGN.md's thesis numbers: (val PCK, test PCK, test v=2 only, test limbs only).
+THESIS = {"SHG": {"val": {"all": 0.433}, "test": {"all": 0.441, "visible": 0.469,
+                                                   "limbs": 0.32}},
+          "SHG + autoencoder": {"val": {"all": 0.467},
+                                "test": {"all": 0.474, "visible": 0.576, "limbs": 0.38}}}
+SUBSETS = (("all", "all"), ("visible", "v=2 only"), ("limbs", "limbs only"))
+
+
+def model_kind(config) -> str:
+    return "SHG + autoencoder" if config.model.autoencoder else "SHG"
+
+
+def markdown_table(rows: list[dict], split: str) -> str:
+    head = ["run", "model", "epoch"] + [f"PCK {label}" for _, label in SUBSETS] + \
+           [f"thesis {label}" for _, label in SUBSETS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        thesis = THESIS[r["model"]].get(split, {})
+        cells = [r["run"], r["model"], str(r["epoch"])]
+        cells += [f"{r['pck'][key]:.4f}" for key, _ in SUBSETS]
+        cells += [f"{thesis[key]:.3f}" if key in thesis else "-" for key, _ in SUBSETS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m analysis.compare",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", action="append", required=True, metavar="WORKDIR",
+                   help="a training run; give it twice (SHG, then SHG + autoencoder)")
+    p.add_argument("--checkpoint", default="best",
+                   help="best | latest | best_loss | an epoch number (for every run)")
+    p.add_argument("--split", default="test", choices=("val", "test", "train"),
+                   help="split of the PCK table")
+    p.add_argument("--latent-split", default="train", choices=("val", "test", "train"),
+                   help="split whose latents PCA and K-Means use")
+    p.add_argument("--data_dir", help="prepared data (default: each run's config.data_dir)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--ks", default="2-10", type=lambda s: list(range(
+        int(s.split("-")[0]), int(s.split("-")[1]) + 1)), help="K range for K-Means")
+    p.add_argument("--n-init", type=int, default=10, help="K-Means restarts per K")
+    p.add_argument("--silhouette-sample", type=int, default=10000,
+                   help="silhouette on all samples up to this many, else on a random sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = pathlib.Path(args.out)
+    report = Report(out, "SHG vs SHG + autoencoder: " + ", ".join(args.ckpt))
+    rows, pcas = [], {}
+    try:
+        for i, workdir in enumerate(args.ckpt):
+            config, steps, state, record = load_run(workdir, args.checkpoint, args.data_dir)
+            name = f"{workdir} ({args.checkpoint})"
+            result = evaluate_split(steps, state, data.Split(config.data_dir, args.split),
+                                    args.batch_size, desc=f"{name} {args.split}")
+            rows.append({"run": name, "workdir": str(workdir), "model": model_kind(config),
+                         "epoch": record["epoch"], "split": args.split,
+                         "pck": {key: result[f"{key}/pck"] for key, _ in SUBSETS},
+                         "loss": result["loss"], "samples": result["count"]})
+            layer = CODE_LAYER if config.model.autoencoder else config.model.n_bottleneck
+            latents = extract(steps, state, data.Split(config.data_dir, args.latent_split),
+                              layer, out / f"run{i}", batch_size=args.batch_size,
+                              checkpoint={"workdir": str(workdir),
+                                          "step": record["global_step"]})
+            label = f"{name}: " + ("autoencoder code" if layer == CODE_LAYER
+                                   else f"bottleneck residual {layer}")
+            pcas[label] = (pca_lib.fit(latents.latents), latents, layer)
+    except (CheckpointError, data.DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    report.section(f"PCK on the {args.split} split")
+    table = markdown_table(rows, args.split)
+    report.markdown(table, "pck.md", "the PCK table with the thesis' numbers")
+    report.json({"rows": rows, "thesis": THESIS}, "pck.json", "the same numbers",
+                summary={r["run"]: f"{r['pck']['all']:.4f}" for r in rows})
+    print(table)
+
+    report.section(f"Latent spaces ({args.latent_split} split)")
+    needed = {label: pca.components_for((0.95,))["95%"] for label, (pca, _, _) in pcas.items()}
+    report.figure(figures.cumulative_variance_comparison(
+                      {label: pca for label, (pca, _, _) in pcas.items()}, needed),
+                  "cumulative_variance.png",
+                  "cumulative explained variance; components for 95 % marked (Fig. 27)")
+    report.json([{"latent": label, "dimension": int(latents.latents.shape[1]),
+                  "components_95": needed[label], "cumulative": np.cumsum(pca.ratio).tolist()}
+                 for label, (pca, latents, _) in pcas.items()],
+                "cumulative_variance.json", "the curves and counts", summary=needed)
+    print("components for 95 %: " + ", ".join(f"{k}: {v}" for k, v in needed.items()))
+
+    for label, (pca, latents, layer) in pcas.items():
+        if layer != CODE_LAYER:
+            continue
+        x = np.asarray(latents.latents)
+        report.section(f"K-Means on the autoencoder code: {label}")
+        sweep = cluster.sweep(x, args.ks, n_init=args.n_init, seed=args.seed,
+                              silhouette_sample=args.silhouette_sample)
+        slug = f"code{list(pcas).index(label)}"
+        report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
+                                               sweep.silhouette_sample, len(x)),
+                      f"{slug}-silhouette.png", "silhouette score per K (Fig. 26)")
+        k = sweep.best_k
+        report.figure(figures.clusters_2d(pca.project(x, 2), sweep.labels[k], k),
+                      f"{slug}-clusters.png", f"the K = {k} clusters on the code's 2-D PCA")
+        report.json({"ks": sweep.ks, "silhouette": sweep.silhouettes,
+                     "inertia": sweep.inertias, "best_k": k,
+                     "silhouette_rows": sweep.silhouette_sample},
+                    f"{slug}-kmeans.json", "K-Means and silhouette numbers",
+                    summary={"best K": k, "silhouette": round(max(sweep.silhouettes), 4)})
+    print(f"wrote {report.write_index()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
