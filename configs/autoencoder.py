@@ -19,18 +19,23 @@ import ml_collections
 from configs import baseline
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = baseline.get_config()
+def add_autoencoder(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the autoencoder and the two stages' fields (thesis values) to an SHG config."""
     config.model.autoencoder = True          # after the 3rd bottleneck residual (thesis)
     config.stage = "finetune"                # pretrain | finetune | scratch
     # pretrain: the SHG workdir whose latents the autoencoder learns;
     # finetune: the stage-1 workdir (which names its SHG checkpoint itself).
     config.init_from = ""
     config.init_checkpoint = "best_loss"     # thesis: the minimum-validation-loss epoch
-    config.num_epochs = 57                   # thesis' fine-tuning run
     config.pretrain = ml_collections.ConfigDict(dict(
         num_epochs=100, batch_size=16, learning_rate=5e-4, momentum=0.9,
         halve_every=25, lr_factor=0.5,       # StepLR(step_size=25, gamma=0.5)
         noise=0.1,                           # x + 0.1 * x * N(0, 1)
         extract_batch_size=64))              # latents of the last bottleneck residual
+    return config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = add_autoencoder(baseline.get_config())
+    config.num_epochs = 57                   # thesis' fine-tuning run
     return config

@@ -28,6 +28,12 @@ def get_config() -> ml_collections.ConfigDict:
         sigma_visible=0.5, sigma_occluded=1.0,
         sigma_newell=1.0))                   # used by style="newell"
 
+    # Heatmap decoding for evaluation and prediction. Thesis: plain argmax, no flip test.
+    # flip: average with the prediction on the mirrored crop (left/right joints swapped);
+    # subpixel: Newell's quarter-pixel shift toward the higher neighbour (coordinates only,
+    # so it changes predicted keypoints and COCO AP, not the heatmap-argmax PCK).
+    config.decode = ml_collections.ConfigDict(dict(flip=False, subpixel=False))
+
     config.batch_size = 16
     config.eval_batch_size = 16
     config.num_epochs = 100

@@ -70,21 +70,34 @@ def thesis_box(keypoints, bbox, width: int, height: int) -> CropBox:
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     extent = float(np.max(hi - lo))
     if extent > 0:
-        centre, side = (lo + hi) / 2, 1.1 * extent
+        box = _square_inside((lo + hi) / 2, 1.1 * extent, width, height)
     else:
-        bx, by, bw, bh = bbox
-        centre, side = np.array([bx + bw / 2, by + bh / 2]), float(max(bw, bh))
+        box = thesis_bbox_box(bbox, width, height)
+    if np.any(pts < (box.x0, box.y0)) or np.any(pts >= (box.x0 + box.side, box.y0 + box.side)):
+        raise CropError("keypoints_cannot_fit")
+    return box
+
+
+def thesis_bbox_box(bbox, width: int, height: int) -> CropBox:
+    """The thesis' box from a COCO bbox alone (its fallback rule, and inference without
+    keypoints): the square of side max(w, h) on the bbox centre, kept inside the image."""
+    bx, by, bw, bh = bbox
+    return _square_inside(np.array([bx + bw / 2, by + bh / 2]), float(max(bw, bh)),
+                          width, height)
+
+
+def _square_inside(centre, side: float, width: int, height: int) -> CropBox:
+    """A square on `centre`, shifted back inside the image, shrunk to fit if needed."""
     side = min(max(int(round(side)), 1), width, height)
     x0 = min(max(int(round(centre[0] - side / 2)), 0), width - side)
     y0 = min(max(int(round(centre[1] - side / 2)), 0), height - side)
-    if np.any(pts < (x0, y0)) or np.any(pts >= (x0 + side, y0 + side)):
-        raise CropError("keypoints_cannot_fit")
     return CropBox(x0, y0, side)
 
 
-def bbox_pad_box(bbox) -> CropBox:
+def bbox_pad_box(bbox, scale: float = 1.25) -> CropBox:
+    """Centred on the bbox, side `scale` x max(w, h); may leave the image (zero padding)."""
     bx, by, bw, bh = bbox
-    side = int(round(1.25 * max(bw, bh)))
+    side = int(round(scale * max(bw, bh)))
     if side < 1:
         raise CropError("degenerate_box")
     return CropBox(int(round(bx + bw / 2 - side / 2)), int(round(by + bh / 2 - side / 2)), side)
@@ -97,6 +110,19 @@ def person_box(mode: str, keypoints, bbox, width: int, height: int) -> CropBox:
     if mode == "bbox_pad":
         if len(_labelled(keypoints)) == 0:
             raise CropError("no_labelled_keypoint")
+        return bbox_pad_box(bbox)
+    raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
+
+
+def inference_box(mode: str, bbox, width: int, height: int) -> CropBox:
+    """The crop box of a person known only by a bbox (prediction time): `bbox_pad` as in
+    training; `thesis` by its bbox rule (no keypoints are known). A bbox of None means the
+    whole image: the square of side max(width, height) on its centre, zero padded."""
+    if bbox is None:
+        return bbox_pad_box((0, 0, width, height), scale=1.0)
+    if mode == "thesis":
+        return thesis_bbox_box(bbox, width, height)
+    if mode == "bbox_pad":
         return bbox_pad_box(bbox)
     raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
 

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shg_jax.skeleton import FLIP_PAIRS
+
 HEATMAP_STYLES = ("thesis", "newell")
 
 
@@ -121,3 +123,12 @@ def decode_heatmaps(heatmaps: jax.Array, *, input_size: int | None = None,
     if input_size is not None:
         coords = coords * (input_size / w)
     return coords, scores
+
+
+def unflip_heatmaps(heatmaps: jax.Array) -> jax.Array:
+    """Heatmaps predicted on a horizontally mirrored crop -> the original crop's frame:
+    mirror the width axis and swap left/right joints (COCO flip pairs). (..., H, W, J)."""
+    perm = list(range(heatmaps.shape[-1]))
+    for a, b in FLIP_PAIRS:
+        perm[a], perm[b] = b, a
+    return jnp.flip(heatmaps, axis=-2)[..., jnp.asarray(perm)]

@@ -12,7 +12,7 @@ import ml_collections
 
 #: Config fields that may change when a run is resumed; any other difference is refused.
 RESUMABLE_FIELDS = ("num_epochs", "log_every_steps", "keep_checkpoints", "num_tb_images",
-                    "data_dir", "eval_batch_size", "synthetic", "pretrain.num_epochs")
+                    "data_dir", "eval_batch_size", "synthetic", "pretrain.num_epochs", "decode")
 
 
 def log(*args, **kwargs) -> None:

@@ -18,9 +18,14 @@ import optax
 from flax import nnx
 
 from shg_jax import sharding as shd
-from shg_jax.heatmap import render_heatmaps
+from shg_jax.heatmap import render_heatmaps, unflip_heatmaps
 from shg_jax.models import build_model
 from shg_jax.pck import pck_counts
+
+
+#: Heatmap decoding when a config has no `decode` section (runs made before it existed):
+#: the thesis' plain argmax, no flip test.
+DEFAULT_DECODE = ml_collections.ConfigDict(dict(flip=False, subpixel=False))
 
 
 class TrainState(NamedTuple):
@@ -68,6 +73,8 @@ class Steps:
         self.tx = make_optimizer(config)
         self._init = (params, batch_stats)
         self.mean_rgb = jnp.asarray(mean_rgb, jnp.float32)
+        decode = config.get("decode") or DEFAULT_DECODE
+        self.flip, self.subpixel = bool(decode.flip), bool(decode.subpixel)
         hm = config.heatmap
         self.heatmap_kwargs = dict(
             input_size=config.model.input_size, heatmap_size=config.model.input_size // 4,
@@ -79,6 +86,8 @@ class Steps:
         self.eval_step = jax.jit(self._eval_step, in_shardings=(repl, data),
                                  out_shardings=repl)
         self.predict = jax.jit(self._predict, in_shardings=(repl, data), out_shardings=data)
+        self.infer = jax.jit(lambda state, images: self._forward_eval(state, images)[-1],
+                             in_shardings=(repl, data), out_shardings=data)
 
     def init_state(self) -> TrainState:
         """Fresh parameters (from config.seed), optimizer state, replicated on the mesh."""
@@ -110,8 +119,14 @@ class Steps:
         return TrainState(state.step + 1, params, batch_stats, opt_state), loss
 
     def _forward_eval(self, state: TrainState, images: jax.Array) -> jax.Array:
+        """(S, B, H, W, J) heatmaps in evaluation mode; with the flip test
+        (config.decode.flip), averaged with those of the mirrored crops mapped back."""
         model = nnx.merge(self.graphdef_eval, state.params, state.batch_stats)
-        return model.forward(self.inputs(images)).heatmaps
+        heatmaps = model.forward(self.inputs(images)).heatmaps
+        if self.flip:
+            mirrored = model.forward(self.inputs(jnp.flip(images, axis=2))).heatmaps
+            heatmaps = (heatmaps + unflip_heatmaps(mirrored)) / 2
+        return heatmaps
 
     def _eval_step(self, state: TrainState, batch: dict) -> dict:
         """Sums over the valid rows: loss (as in training) and every PCK count."""
