@@ -21,6 +21,7 @@ import numpy as np
 
 from analysis import cluster, figures
 from analysis import pca as pca_lib
+from analysis.common import add_kmeans_arguments
 from analysis.extract import extract
 from analysis.report import Report
 from shg_jax import data
@@ -67,12 +68,7 @@ def parse_args(argv=None):
                    help="split whose latents PCA and K-Means use")
     p.add_argument("--data_dir", help="prepared data (default: each run's config.data_dir)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--ks", default="2-10", type=lambda s: list(range(
-        int(s.split("-")[0]), int(s.split("-")[1]) + 1)), help="K range for K-Means")
-    p.add_argument("--n-init", type=int, default=10, help="K-Means restarts per K")
-    p.add_argument("--silhouette-sample", type=int, default=10000,
-                   help="silhouette on all samples up to this many, else on a random sample")
-    p.add_argument("--seed", type=int, default=0)
+    add_kmeans_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     return p.parse_args(argv)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from analysis import cluster, figures
 from analysis import pca as pca_lib
-from analysis.common import add_run_arguments, gt_overlays, open_run
+from analysis.common import add_kmeans_arguments, add_run_arguments, gt_overlays, open_run
 from analysis.extract import Latents, extract
 from analysis.report import Report
 from shg_jax.models import latent_layer
@@ -131,12 +131,7 @@ def parse_args(argv=None):
     p.add_argument("--components", default="1,2,3,10,30,50,100",
                    type=lambda s: [int(c) for c in s.split(",")],
                    help="1-based components to walk along")
-    p.add_argument("--ks", default="2-10", type=lambda s: list(range(
-        int(s.split("-")[0]), int(s.split("-")[1]) + 1)), help="K range for K-Means")
-    p.add_argument("--n-init", type=int, default=10, help="K-Means restarts per K")
-    p.add_argument("--silhouette-sample", type=int, default=10000,
-                   help="silhouette on all samples up to this many, else on a random sample")
-    p.add_argument("--seed", type=int, default=0)
+    add_kmeans_arguments(p)
     return p.parse_args(argv)
 
 
