@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -113,5 +114,5 @@ def _eqns(jaxpr):
     """Every equation, including those inside pjit/custom_vjp/remat sub-jaxprs."""
     for eqn in jaxpr.eqns:
         yield eqn
-        for sub in jax.core.jaxprs_in_params(eqn.params):
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
             yield from _eqns(sub)
