@@ -1,7 +1,7 @@
 """Train and evaluate a Stacked Hourglass.
 
     python main.py --config=configs/baseline.py --workdir=runs/baseline
-        [--config.field=value ...] [--allow_config_change]
+        [--config.field=value ...] [--allow_config_change] [--profile_dir DIR]
 
 Rerunning a command resumes its workdir from the latest checkpoint. TensorBoard:
     tensorboard --logdir runs/
@@ -30,6 +30,8 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.",
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, TensorBoard events, config.")
 flags.DEFINE_bool("allow_config_change", False,
                   "Resume a workdir even though its config differs from this one.")
+flags.DEFINE_string("profile_dir", None,
+                    "Trace training steps 5-9 here (jax.profiler: TensorBoard or Perfetto).")
 flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0, for multi-host training (jax.distributed).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts) in the job.")
@@ -77,7 +79,8 @@ def main(argv):
             pretrain_autoencoder(config)
         else:
             train.train_and_evaluate(config, FLAGS.workdir,
-                                     allow_config_change=FLAGS.allow_config_change)
+                                     allow_config_change=FLAGS.allow_config_change,
+                                     profile_dir=FLAGS.profile_dir)
     except (data.DataError, train.TrainingError, CacheError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -28,7 +28,7 @@ from shg_jax.progress import Progress
 from shg_jax.runs import TrainingError, check_config, config_json, interrupt_flag, log as _log
 from shg_jax.schedule import PlateauSchedule
 from shg_jax.steps import Steps, learning_rate, with_learning_rate
-from shg_jax.summary import SummaryLogger
+from shg_jax.summary import StepProfiler, SummaryLogger
 
 class _Run:
     """Mutable bookkeeping of one training run (what a checkpoint record holds)."""
@@ -113,10 +113,10 @@ def _resume(ckpts, state, run, config, workdir, allow_config_change):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
-                       *, allow_config_change: bool = False) -> dict:
+                       *, allow_config_change: bool = False, profile_dir=None) -> dict:
     """Trains config.num_epochs epochs (resuming if WORKDIR has checkpoints); returns the
     history of epoch metrics and the final state. Raises data.DataError or TrainingError
-    with a message."""
+    with a message. With `profile_dir`, steps 5-9 of this run are traced there."""
     if config.get("stage") == "pretrain":
         raise TrainingError("config.stage=pretrain trains the autoencoder alone: run it "
                             "through main.py, which extracts the latents first")
@@ -137,12 +137,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
         workdir.mkdir(parents=True, exist_ok=True)
         fileio.write_json(workdir / "config.json", config_json(config))
     logger = SummaryLogger(workdir / "tb", enabled=is_main)
+    profiler = StepProfiler(profile_dir)
     n_steps = data.steps_per_epoch(len(train_split), config.batch_size, train=True)
     try:
         with interrupt_flag() as interrupted:
             while run.epoch < config.num_epochs:
                 state = _train_epoch(steps, state, run, train_split, config, n_steps,
-                                     logger, interrupted)
+                                     logger, profiler, interrupted)
                 if interrupted["stop"]:
                     ckpts.save("latest", state, run.record(state, train_split.mean_rgb))
                     ckpts.wait()
@@ -152,12 +153,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                 state = _end_epoch(steps, state, run, val_split, config, logger, ckpts,
                                    train_split.mean_rgb)
     finally:
+        profiler.close()
         ckpts.wait()
         logger.close()
     return {"history": run.history, "interrupted": False, "state": state}
 
 
-def _train_epoch(steps, state, run, train_split, config, n_steps, logger, interrupted):
+def _train_epoch(steps, state, run, train_split, config, n_steps, logger, profiler,
+                 interrupted):
     """Runs the rest of epoch `run.epoch` and returns the state; stops early (position kept
     in `run`) on an interrupt."""
     batches = data.train_batches(train_split, config.batch_size, seed=config.seed,
@@ -174,6 +177,7 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, interr
     try:
         for batch in batches:
             state, loss = steps.train_step(state, batch)
+            profiler.step(loss)
             pending.append(loss)
             run.step_in_epoch += 1
             last = run.step_in_epoch == n_steps

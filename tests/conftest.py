@@ -57,11 +57,12 @@ def tiny_train_config(data_dir, base: str = "baseline", **extra):
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory):
-    """A tiny model trained in-process for one epoch on `tiny_data`: (workdir, config)."""
+    """A tiny model trained in-process for one epoch on `tiny_data`: (workdir, config); steps
+    5-9 are traced into WORKDIR/profile."""
     from shg_jax import train
 
     workdir = tmp_path_factory.mktemp("tiny_run") / "run"
     config = tiny_train_config(tiny_data, **{"config.num_epochs": 1,
                                              "config.batch_size": 8})
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, profile_dir=workdir / "profile")
     return workdir, config

@@ -295,3 +295,14 @@ def test_training_steps_learn_the_keypoints(tiny_data):
     losses = np.asarray(jax.device_get(losses))
     assert np.isfinite(losses).all() and losses[-10:].mean() < 0.5 * losses[:10].mean()
     assert before < 0.1 and after > 0.25, (before, after)
+
+
+def test_profile_dir_holds_a_trace_of_training_steps(tiny_run):
+    """--profile_dir / profile_dir: a Perfetto trace whose events include the train step."""
+    import gzip
+
+    traces = list((tiny_run[0] / "profile").rglob("perfetto_trace.json.gz"))
+    assert len(traces) == 1
+    events = json.loads(gzip.open(traces[0]).read())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    assert any("_train_step" in e.get("name", "") for e in events)
