@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models compiled once per module, the path to the real COCO slice."""
 
 import pathlib
+import struct
 
 import pytest
 
@@ -66,3 +67,23 @@ def tiny_run(tiny_data, tmp_path_factory):
                                              "config.batch_size": 8})
     train.train_and_evaluate(config, workdir, profile_dir=workdir / "profile")
     return workdir, config
+
+
+def read_events(logdir):
+    """(tag, step, value) scalars and (tag, step) images from tensorboardX event files."""
+    from tensorboardX.proto import event_pb2
+
+    scalars, images, files = [], [], sorted(logdir.glob("events.out.tfevents.*"))
+    for path in files:
+        raw = path.read_bytes()
+        pos = 0
+        while pos < len(raw):
+            (length,) = struct.unpack("<Q", raw[pos:pos + 8])
+            event = event_pb2.Event.FromString(raw[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                if v.HasField("image"):
+                    images.append((v.tag, event.step))
+                else:
+                    scalars.append((v.tag, event.step, v.simple_value))
+    return scalars, images, files

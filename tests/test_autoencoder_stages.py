@@ -13,7 +13,7 @@ from flax import nnx
 from shg_jax import pretrain
 from shg_jax.runs import TrainingError
 
-from conftest import REPO, tiny_train_config, tiny_train_overrides
+from conftest import REPO, read_events, tiny_train_config, tiny_train_overrides
 
 AE_OVERRIDES = {"config.model.ae_code_size": 8, "config.pretrain.batch_size": 8,
                 "config.pretrain.learning_rate": 0.01, "config.keep_checkpoints": 5}
@@ -65,6 +65,11 @@ def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
     assert val_losses[-1] < 0.97 * before
     assert val_losses[-1] < val_losses[2] < val_losses[0]
     assert source["kind"] == "best_loss" and source["workdir"] == str(tiny_run[0].absolute())
+    scalars, _, _ = read_events(workdir / "tb")
+    logged = {step: v for tag, step, v in scalars if tag == "ae/val_loss"}
+    assert logged == pytest.approx({h["epoch"]: h["val_loss"] for h in history}, rel=1e-6)
+    assert {tag for tag, _, _ in scalars} == {"ae/train_loss", "ae/val_loss",
+                                             "ae/learning_rate"}
 
 
 def test_latents_extracted_once_and_reused(stage1, tiny_run, tiny_data):

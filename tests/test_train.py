@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ import pytest
 from shg_jax import evaluate
 from shg_jax.checkpoint import Checkpoints
 
-from conftest import REPO, tiny_train_overrides
+from conftest import REPO, read_events, tiny_train_overrides
 
 MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 
@@ -74,26 +73,6 @@ def test_reference_run_writes_checkpoints_config_and_history(reference):
     assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_pck"] <= 1 for h in history)
     assert json.loads((reference / "config.json").read_text())["batch_size"] == 2
     assert (reference / "checkpoints" / "best").is_dir()
-
-
-def read_events(logdir):
-    """(tag, step, value) scalars and (tag, step) images from tensorboardX event files."""
-    from tensorboardX.proto import event_pb2
-
-    scalars, images, files = [], [], sorted(logdir.glob("events.out.tfevents.*"))
-    for path in files:
-        raw = path.read_bytes()
-        pos = 0
-        while pos < len(raw):
-            (length,) = struct.unpack("<Q", raw[pos:pos + 8])
-            event = event_pb2.Event.FromString(raw[pos + 12:pos + 12 + length])
-            pos += 12 + length + 4
-            for v in event.summary.value:
-                if v.HasField("image"):
-                    images.append((v.tag, event.step))
-                else:
-                    scalars.append((v.tag, event.step, v.simple_value))
-    return scalars, images, files
 
 
 def test_tensorboard_has_the_tags_and_values(reference):
