@@ -58,8 +58,8 @@ def evaluate_coco_ap(steps: Steps, state, split: data.Split, batch_size: int) ->
     """COCO keypoint AP/AR of the val split, top-down with the ground-truth person boxes:
     decoded keypoints (config.decode) mapped back to the original images."""
     if split.name != "val":
-        raise coco_eval.CocoEvalError("--coco-ap evaluates the val split (COCO val2017); "
-                                      f"got --split {split.name}")
+        raise coco_eval.CocoEvalError("--coco-ap evaluates the val split (COCO val2017): "
+                                      f"use --split val, not --split {split.name}")
     if jax.process_count() > 1:
         raise coco_eval.CocoEvalError("--coco-ap runs in one process")
     meta = data.load_meta(split.dir.parent)
@@ -147,12 +147,11 @@ def main(argv=None) -> int:
         config, steps, state, record = load_run(args.workdir, args.checkpoint, args.data_dir,
                                                 flip=args.flip, subpixel=args.subpixel)
         split = data.Split(config.data_dir, args.split)
-        if args.coco_ap and args.split != "val":
-            raise coco_eval.CocoEvalError("--coco-ap needs --split val (COCO val2017)")
         batch_size = args.batch_size or config.eval_batch_size
+        coco = evaluate_coco_ap(steps, state, split, batch_size) if args.coco_ap else None
         result = evaluate_split(steps, state, split, batch_size)
-        if args.coco_ap:
-            result["coco"] = evaluate_coco_ap(steps, state, split, batch_size)
+        if coco:
+            result["coco"] = coco
     except (CheckpointError, data.DataError, coco_eval.CocoEvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ from shg_jax.checkpoint import CheckpointError, Checkpoints
 from shg_jax.models.autoencoder import BottleneckAutoencoder
 from shg_jax.progress import Progress
 from shg_jax.runs import TrainingError, check_config, config_json, interrupt_flag, log
-from shg_jax.steps import Steps, TrainState
+from shg_jax.steps import Steps, TrainState, with_learning_rate
 from shg_jax.summary import SummaryLogger
 
 
@@ -100,12 +100,6 @@ class AutoencoderSteps:
         return jnp.sum(jnp.where(valid, per_sample, 0.0)), jnp.sum(valid)
 
 
-def with_lr(state: AEState, lr: float) -> AEState:
-    hp = dict(state.opt_state.hyperparams)
-    hp["learning_rate"] = jnp.asarray(lr, hp["learning_rate"].dtype)
-    return state._replace(opt_state=state.opt_state._replace(hyperparams=hp))
-
-
 def validation_loss(ae: AutoencoderSteps, params, latents: np.ndarray, batch: int) -> float:
     total, count = 0.0, 0
     for start in range(0, len(latents), batch):
@@ -117,6 +111,24 @@ def validation_loss(ae: AutoencoderSteps, params, latents: np.ndarray, batch: in
         s, c = ae.loss_sums(params, rows, valid)
         total, count = total + float(s), count + int(c)
     return total / max(count, 1)
+
+
+def _train_epoch(ae: AutoencoderSteps, state: AEState, latents: np.ndarray,
+                 config: ml_collections.ConfigDict, epoch: int) -> tuple[AEState, float]:
+    """One shuffled pass over the latents (the last incomplete batch dropped); returns the
+    state and the mean training loss (read back once, at the end)."""
+    p = config.pretrain
+    n_steps = data.steps_per_epoch(len(latents), p.batch_size, train=True)
+    order = data.epoch_permutation(len(latents), config.seed, epoch)
+    losses = []
+    with Progress(n_steps, f"autoencoder epoch {epoch + 1}/{p.num_epochs}",
+                  unit="latent") as progress:
+        for i in range(n_steps):
+            rows = np.sort(order[i * p.batch_size:(i + 1) * p.batch_size])
+            state, loss = ae.train_step(state, np.asarray(latents[rows], np.float32))
+            losses.append(loss)
+            progress.update(1, count=p.batch_size)
+    return state, float(np.mean(shd.to_host(losses)))
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarray,
@@ -142,8 +154,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarr
     ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
     state = ae.init_state()
     history, best_loss, epoch = [], math.inf, 0
-    if ckpts.latest_step() is not None:
-        step = ckpts.latest_step()
+    step = ckpts.latest_step()
+    if step is not None:
         check_config(ckpts.record("latest", step)["config"], config, workdir,
                      allow_config_change)
         state, record = ckpts.restore("latest", step, state)
@@ -153,23 +165,12 @@ def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarr
     workdir.mkdir(parents=True, exist_ok=True)
     fileio.write_json(workdir / "config.json", config_json(config))
     logger = SummaryLogger(workdir / "tb")
-    n_steps = data.steps_per_epoch(len(train_latents), p.batch_size, train=True)
     try:
         with interrupt_flag() as interrupted:
             while epoch < p.num_epochs and not interrupted["stop"]:
                 lr = learning_rate(config, epoch)
-                state = with_lr(state, lr)
-                order = data.epoch_permutation(len(train_latents), config.seed, epoch)
-                losses = []
-                with Progress(n_steps, f"autoencoder epoch {epoch + 1}/{p.num_epochs}",
-                              unit="latent") as progress:
-                    for i in range(n_steps):
-                        rows = np.sort(order[i * p.batch_size:(i + 1) * p.batch_size])
-                        state, loss = ae.train_step(
-                            state, np.asarray(train_latents[rows], np.float32))
-                        losses.append(loss)
-                        progress.update(1, count=p.batch_size)
-                train_loss = float(np.mean(shd.to_host(losses)))
+                state = with_learning_rate(state, lr)
+                state, train_loss = _train_epoch(ae, state, train_latents, config, epoch)
                 if not math.isfinite(train_loss):
                     raise TrainingError(f"autoencoder loss is {train_loss} in epoch "
                                         f"{epoch + 1}; the last good checkpoint is kept")

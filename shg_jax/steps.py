@@ -51,8 +51,9 @@ def learning_rate(state: TrainState) -> float:
     return float(shd.to_host(state.opt_state.hyperparams["learning_rate"]))
 
 
-def with_learning_rate(state: TrainState, lr: float) -> TrainState:
-    """The same state with a new learning rate (set between epochs by the plateau rule)."""
+def with_learning_rate(state, lr: float):
+    """The same state (any NamedTuple with an inject_hyperparams `opt_state`: TrainState,
+    pretrain.AEState) with a new learning rate, set between epochs by the schedules."""
     hp = dict(state.opt_state.hyperparams)
     old = hp["learning_rate"]
     hp["learning_rate"] = jax.device_put(jnp.asarray(lr, old.dtype), old.sharding)
