@@ -1,12 +1,15 @@
-"""COCO person keypoints -> square person crops in memory-mappable NumPy shards.
+"""COCO person keypoints -> person crops in memory-mappable NumPy shards.
 
     python -m data_prep.coco --coco-root DIR --out DIR [--workers N] [--crop-mode thesis]
-        [--size 256] [--test-size 5064] [--seed 0] [--limit N] [--shard-size 1024]
-        [--overwrite]
+        [--size 256] [--test-size 5064] [--test-split-by crop] [--seed 0] [--limit N]
+        [--shard-size 1024] [--overwrite]
 
 Reads annotations/person_keypoints_{train,val}2017.json and the train2017/ val2017/ image
-folders. Splits (DESIGN.md): val = val2017; test = --test-size crops of train2017 images
-drawn by a seeded RNG, whole images at a time, so no image is in two splits; train = the rest.
+folders. Crops: `shg_jax.crop` (the default "thesis" mode is the thesis' own code, its drops
+included). Splits (DESIGN.md): val = val2017; test = --test-size crops drawn from the
+train2017 crops by a seeded RNG, crop by crop as the thesis did (persons of one photo can be
+in train and test), or with --test-split-by image whole photos at a time (no photo in two
+splits); train = the rest.
 
 The work is planned from the JSON alone (crop boxes and drops need only the image sizes),
 then images are decoded and cropped on --workers processes in a fixed order, so the output is
@@ -131,11 +134,10 @@ def plan_source(root: pathlib.Path, source: str, crop_mode: str, limit: int | No
 
 
 def plan_splits(root: pathlib.Path, crop_mode: str, test_size: int, seed: int,
-                limit: int | None) -> dict[str, SplitPlan]:
+                limit: int | None, test_split_by: str = "crop") -> dict[str, SplitPlan]:
     plans = {name: SplitPlan() for name in shards.SPLITS}
 
-    def add(split, item):
-        task, seen, with_kps, drops = item
+    def add(split, task, seen, with_kps, drops):
         plan = plans[split]
         plan.persons_seen += seen
         plan.persons_with_keypoints += with_kps
@@ -144,10 +146,26 @@ def plan_splits(root: pathlib.Path, crop_mode: str, test_size: int, seed: int,
             plan.tasks.append(task)
 
     for item in plan_source(root, SOURCES["val"], crop_mode, limit):
-        add("val", item)
+        add("val", *item)
     train_items = plan_source(root, SOURCES["train"], crop_mode, limit)
-    # Test: shuffled images, whole images at a time while they fit, until test_size crops.
-    order = np.random.default_rng(seed).permutation(len(train_items))
+    rng = np.random.default_rng(seed)
+    if test_split_by == "crop":
+        # The thesis' draw: test_size crops chosen one by one from all train2017 crops
+        # (persons of one photo can land in both splits).
+        crops = [(i, j) for i, item in enumerate(train_items)
+                 for j in range(len(item[0].persons))]
+        chosen = rng.choice(len(crops), size=min(test_size, len(crops)), replace=False)
+        in_test = {crops[c] for c in chosen.tolist()}
+        for i, (task, seen, with_kps, drops) in enumerate(train_items):
+            test = [p for j, p in enumerate(task.persons) if (i, j) in in_test]
+            train = [p for j, p in enumerate(task.persons) if (i, j) not in in_test]
+            add("test", dataclasses.replace(task, persons=test), len(test), len(test), {})
+            add("train", dataclasses.replace(task, persons=train), seen - len(test),
+                with_kps - len(test), drops)
+        return plans
+    # By image: shuffled images, whole images at a time while they fit, until test_size
+    # crops, so that no photo is in two splits.
+    order = rng.permutation(len(train_items))
     in_test, n_test = set(), 0
     for i in order:
         n = len(train_items[i][0].persons)
@@ -157,7 +175,7 @@ def plan_splits(root: pathlib.Path, crop_mode: str, test_size: int, seed: int,
         if n_test == test_size:
             break
     for i, item in enumerate(train_items):
-        add("test" if i in in_test else "train", item)
+        add("test" if i in in_test else "train", *item)
     return plans
 
 
@@ -167,10 +185,10 @@ def process_image(task: ImageTask, size: int):
     try:
         with Image.open(task.path) as im:
             im.load()
-            image = im.convert("RGB")
+            photo = cropping.photo_array(im)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         return [], f"{type(e).__name__}: {e}"
-    return [(cropping.crop_image(image, p.box, size), p.box.to_crop(p.keypoints, size),
+    return [(p.box.crop(photo, size), p.box.to_crop(p.keypoints, size),
              task.image_id, p.ann_id) for p in task.persons], None
 
 
@@ -265,6 +283,8 @@ def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
                 persons_seen=plan.persons_seen,
                 persons_with_keypoints=plan.persons_with_keypoints,
                 kept=state.count, dropped=dict(sorted(dropped.items())),
+                negative_start=sum(bool(getattr(p.box, "negative_start", False))
+                                   for t in plan.tasks for p in t.persons),
                 unreadable_images=state.unreadable, images=len(plan.tasks),
                 mean_rgb=mean, format_version=shards.FORMAT_VERSION)
     fileio.write_json(split_dir / shards.META, meta)
@@ -275,7 +295,8 @@ def run(args) -> int:
     root, out = pathlib.Path(args.coco_root), pathlib.Path(args.out)
     check_inputs(root)
     settings = dict(source=str(root.resolve()), crop_mode=args.crop_mode, size=args.size,
-                    test_size=args.test_size, seed=args.seed, limit=args.limit,
+                    test_size=args.test_size, test_split_by=args.test_split_by,
+                    seed=args.seed, limit=args.limit,
                     shard_size=args.shard_size, format_version=shards.FORMAT_VERSION)
     settings_file = out / "prepare.json"
     if args.overwrite and out.exists():
@@ -295,7 +316,12 @@ def run(args) -> int:
                              f"or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     fileio.write_json(settings_file, settings)
-    plans = plan_splits(root, args.crop_mode, args.test_size, args.seed, args.limit)
+    plans = plan_splits(root, args.crop_mode, args.test_size, args.seed, args.limit,
+                        args.test_split_by)
+    if not plans["train"].tasks:
+        print(f"warning: --test-size {args.test_size} takes every train2017 crop; the train "
+              f"split is empty (pass a smaller --test-size to train on this data)",
+              file=sys.stderr)
     metas = {}
     pool = (multiprocessing.get_context("spawn").Pool(args.workers)
             if args.workers > 1 else None)
@@ -311,9 +337,9 @@ def run(args) -> int:
     finally:
         if pool:
             pool.terminate()
-    summary = {name: {k: m[k] for k in ("count", "persons_seen", "persons_with_keypoints",
-                                         "kept", "dropped")} | {"unreadable_images":
-                                                                len(m["unreadable_images"])}
+    keys = ("count", "persons_seen", "persons_with_keypoints", "kept", "dropped",
+            "negative_start")
+    summary = {name: {k: m[k] for k in keys} | {"unreadable_images": len(m["unreadable_images"])}
                for name, m in metas.items()}
     fileio.write_json(out / shards.META, dict(settings, splits=summary,
                                               mean_rgb=metas["train"]["mean_rgb"],
@@ -334,10 +360,16 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output folder for the shards")
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
                    help="decoding processes")
-    p.add_argument("--crop-mode", choices=cropping.CROP_MODES, default="thesis")
+    p.add_argument("--crop-mode", choices=cropping.CROP_MODES, default="thesis",
+                   help="person crop rule: thesis = the thesis' own code (drops persons it "
+                   "cannot centre); square = centred square, drops only what cannot fit; "
+                   "bbox_pad = 1.25 x COCO box, zero padded")
     p.add_argument("--size", type=int, default=256, help="crop side in pixels")
     p.add_argument("--test-size", type=int, default=5064,
                    help="crops drawn from train2017 for the test split")
+    p.add_argument("--test-split-by", choices=("crop", "image"), default="crop",
+                   help="crop: the thesis' draw, crop by crop; image: whole photos, so no "
+                   "photo is in train and test")
     p.add_argument("--seed", type=int, default=0, help="seed of the test-split draw")
     p.add_argument("--limit", type=int, default=None,
                    help="use only the first N images (by id) of each annotation file")

@@ -49,14 +49,14 @@ class PredictError(Exception):
 @dataclasses.dataclass
 class Person:
     bbox: tuple | None               # the box asked for (x, y, w, h), None = whole image
-    box: cropping.CropBox            # the square that was cropped
+    box: cropping.CropBox            # the box that was cropped
     keypoints: np.ndarray            # (J, 2) image pixels (x, y)
     scores: np.ndarray               # (J,) heatmap peak values
 
     def to_json(self) -> dict:
         kps = np.concatenate([self.keypoints, self.scores[:, None]], axis=1)
         return {"bbox": None if self.bbox is None else [float(v) for v in self.bbox],
-                "crop_box": [self.box.x0, self.box.y0, self.box.side],
+                "crop_box": self.box.as_list(),
                 "keypoints": [[round(float(v), 2) for v in row] for row in kps],
                 "score": float(np.mean(self.scores))}
 
@@ -90,7 +90,8 @@ def predict_people(image: Image.Image, bboxes, heatmap_fn, *, input_size: int,
     (N, S, S, 3) to heatmaps (N, H, W, J)."""
     bboxes = list(bboxes) if bboxes else [None]
     boxes = [cropping.inference_box(crop_mode, b, image.width, image.height) for b in bboxes]
-    crops = np.stack([cropping.crop_image(image, box, input_size) for box in boxes])
+    photo = cropping.photo_array(image)
+    crops = np.stack([box.crop(photo, input_size) for box in boxes])
     xy, scores = decode_heatmaps(jnp.asarray(heatmap_fn(crops)), input_size=input_size,
                                  subpixel=subpixel)
     xy, scores = np.asarray(xy), np.asarray(scores)
@@ -102,11 +103,10 @@ def draw_people(image: Image.Image, people: list[Person], threshold: float) -> I
     out = image
     for p in people:
         kps = np.concatenate([p.keypoints, np.full((len(p.keypoints), 1), 2.0)], axis=1)
-        radius = max(2.0, p.box.side / 80)
+        radius = max(2.0, max(p.box.width, p.box.height) / 80)
         out = draw_skeleton(out, kps, radius=radius, width=max(2, int(radius * 0.7)),
                             scores=p.scores, threshold=threshold)
-        ImageDraw.Draw(out).rectangle((p.box.x0, p.box.y0, p.box.x0 + p.box.side,
-                                       p.box.y0 + p.box.side), outline=(200, 200, 200))
+        ImageDraw.Draw(out).rectangle(p.box.as_list(), outline=(200, 200, 200))
     return out
 
 
