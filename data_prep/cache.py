@@ -46,7 +46,8 @@ def ensure_synthetic(config) -> pathlib.Path:
                            size=s.image_size)
     n_test = max(1, config.synthetic.val)         # a test split as large as val, at most
     status = prep.main(["--coco-root", str(coco_root), "--out", str(root), "--size",
-                        str(config.model.input_size), "--test-size", str(n_test)])
+                        str(config.model.input_size), "--test-size", str(n_test),
+                        "--crop-mode", config.synthetic.get("crop_mode", "thesis")])
     if status:
         raise CacheError(f"preparing {coco_root} failed (exit status {status})")
     return root

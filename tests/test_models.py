@@ -209,3 +209,44 @@ def test_kernel_init_is_untruncated_glorot_normal_and_biases_zero():
     ae = BottleneckAutoencoder(rngs=nnx.Rngs(0))
     lin = np.asarray(ae.encoder_linear.kernel[...])             # (1024, 50)
     assert abs(lin.std() / math.sqrt(2.0 / (1024 + 50)) - 1) < 0.05
+
+
+# --- PyTorch's defaults the thesis inherits: bias init, unbiased running variance ----------
+
+def test_pytorch_bias_init_bounds_per_layer():
+    model = build_model(tiny_config(autoencoder=True), seed=4)
+    # conv7x7 3 -> 8: fan_in 3 * 49; conv1x1 16 -> 8 in a residual: fan_in 16; linear 64 -> 6;
+    # transposed conv 8 -> 12 (3x3): PyTorch's fan_in is out_channels x 9 = 108.
+    ae = model.hourglasses[0].autoencoder
+    cases = [(model.pre_conv1, 3 * 49), (model.hourglasses[0].bottlenecks[0].conv1, 16),
+             (ae.encoder_linear, 4 * 4 * 4), (ae.decoder[0], 8 * 9)]
+    for layer, fan_in in cases:
+        bias = np.asarray(layer.bias[...])
+        bound = 1 / math.sqrt(fan_in)
+        assert np.all(np.abs(bias) <= bound) and np.abs(bias).max() > 0.4 * bound, layer
+    assert not np.array_equal(np.asarray(model.pre_conv1.bias[...]),
+                              np.asarray(build_model(tiny_config(), seed=5).pre_conv1.bias[...]))
+    zeros = build_model(tiny_config(bias_init="zeros"), seed=4)
+    assert not np.any(np.asarray(zeros.pre_conv1.bias[...]))
+    with pytest.raises(ValueError, match="bias_init"):
+        build_model(tiny_config(bias_init="uniform"))
+
+
+@pytest.mark.parametrize("mode,ddof", [("unbiased", 1), ("biased", 0)])
+def test_batchnorm_running_variance(mode, ddof):
+    model = build_model(tiny_config(bn_running_var=mode), seed=0)
+    bn = model.bn_pre
+    x = jax.random.normal(jax.random.key(2), (2, 4, 4, bn.num_features)) * 3 + 1
+    model.train()
+    before = np.asarray(bn.var[...])
+    y = bn(x)
+    expected = 0.9 * before + 0.1 * np.var(np.asarray(x), axis=(0, 1, 2), ddof=ddof)
+    np.testing.assert_allclose(np.asarray(bn.var[...]), expected, rtol=1e-5)
+    # The normalisation itself uses the biased batch variance in both modes (as PyTorch).
+    xn = np.asarray(x)
+    ref = (xn - xn.mean((0, 1, 2))) / np.sqrt(xn.var((0, 1, 2)) + 1e-5)
+    np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-4)
+    model.eval()
+    frozen = np.asarray(bn.var[...])
+    bn(x)
+    np.testing.assert_array_equal(np.asarray(bn.var[...]), frozen)

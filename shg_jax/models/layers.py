@@ -4,10 +4,13 @@ BatchNorm settings.
 Why not flax's defaults: flax's `glorot_normal` is a *truncated* normal, while the thesis
 (PyTorch `nn.init.xavier_normal_`) draws from an untruncated normal with
 std = sqrt(2 / (fan_in + fan_out)); `variance_scaling(1.0, "fan_avg", "normal")` is exactly
-that. Biases start at zero (PyTorch would draw them uniformly; the thesis code does not touch
-them, so this is a documented deviation kept for reproducibility across frameworks).
+that. Biases are made zero here; the thesis (which never touched them) kept PyTorch's default
+U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which `pytorch_bias_init` draws after the model is built
+(config.model.bias_init="pytorch", the thesis value; "zeros" is flax's habit).
 BatchNorm: PyTorch's momentum 0.1 is flax's 0.9 (flax weights the running average, PyTorch
-the new batch); epsilon 1e-5 as in PyTorch.
+the new batch); epsilon 1e-5 as in PyTorch; PyTorch updates the running variance with the
+unbiased batch variance (x n / (n - 1)), flax with the biased one: `BatchNorm` does either
+(config.model.bn_running_var="unbiased", the thesis value, or "biased").
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 #: Untruncated Glorot/Xavier normal: std = sqrt(2 / (fan_in + fan_out)).
@@ -51,10 +55,66 @@ def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs,
                       bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 
 
-def batch_norm(features: int, *, rngs: nnx.Rngs, dtype: Any = None) -> nnx.BatchNorm:
+BIAS_INITS = ("pytorch", "zeros")
+BN_RUNNING_VARS = ("unbiased", "biased")
+
+
+class BatchNorm(nnx.BatchNorm):
+    """nnx.BatchNorm whose running variance can follow PyTorch: in training, with
+    `unbiased_running_var`, the running average takes the batch variance x n / (n - 1), n the
+    number of values per channel (batch x height x width). Normalisation itself uses the biased
+    variance in both frameworks, so only the running statistics (and eval outputs) differ."""
+
+    def __init__(self, *args, unbiased_running_var: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unbiased_running_var = unbiased_running_var
+
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        training = not (self.use_running_average if use_running_average is None
+                        else use_running_average)
+        old_var = self.var[...]
+        y = super().__call__(x, use_running_average, mask=mask)
+        if training and self.unbiased_running_var and mask is None:
+            axes = tuple(range(x.ndim - 1))
+            n = x.size // x.shape[-1]
+            batch_var = jnp.var(x.astype(jnp.float32), axis=axes)
+            self.var[...] = jax.lax.stop_gradient(
+                self.momentum * old_var + (1 - self.momentum) * batch_var * (n / max(n - 1, 1)))
+        return y
+
+
+def batch_norm(features: int, *, rngs: nnx.Rngs, dtype: Any = None) -> BatchNorm:
     """BatchNorm over the last (channel) axis; statistics and affine parameters stay float32."""
-    return nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
-                         param_dtype=jnp.float32, rngs=rngs)
+    return BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
+                     param_dtype=jnp.float32, rngs=rngs)
+
+
+def set_running_var(model: nnx.Module, mode: str) -> None:
+    """Every BatchNorm of `model` updates its running variance as `mode` says."""
+    if mode not in BN_RUNNING_VARS:
+        raise ValueError(f"bn_running_var must be one of {BN_RUNNING_VARS}, got {mode!r}")
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, BatchNorm):
+            module.unbiased_running_var = mode == "unbiased"
+
+
+def pytorch_bias_init(model: nnx.Module, seed: int) -> None:
+    """Draws every conv/linear bias as PyTorch's default does: U(-b, b), b = 1/sqrt(fan_in),
+    fan_in = in_channels x kernel area (Linear: in_features). For a transposed conv PyTorch
+    takes fan_in from its weight's second axis, i.e. out_channels x kernel area; so do we.
+    Each layer gets its own key, folded in by its position in the module graph."""
+    key = jax.random.key(seed)
+    layers_ = [m for _, m in nnx.iter_graph(model)
+               if isinstance(m, (nnx.Conv, nnx.ConvTranspose, nnx.Linear))
+               and m.bias is not None]
+    for i, module in enumerate(layers_):
+        kernel = module.kernel[...]
+        area = int(np.prod(kernel.shape[:-2]))
+        fan = kernel.shape[-1] if isinstance(module, nnx.ConvTranspose) else kernel.shape[-2]
+        bound = 1.0 / np.sqrt(fan * area)
+        bias = module.bias[...]
+        module.bias[...] = jax.random.uniform(jax.random.fold_in(key, i), bias.shape,
+                                              bias.dtype, -bound, bound)
 
 
 def max_pool2(x: jax.Array) -> jax.Array:

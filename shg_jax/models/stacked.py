@@ -160,7 +160,9 @@ def model_config() -> ml_collections.ConfigDict:
         n_stacks=1, depth=4, n_bottleneck=3, features=256, mid_features=128,
         stem_features=256, residual_skip="conv3x3", n_joints=17, use_skip_connections=True,
         input_size=256, autoencoder=False, ae_channels=(192, 128, 64), ae_code_size=50,
-        autoencoder_every_stack=False, dtype="float32"))
+        autoencoder_every_stack=False, dtype="float32",
+        bias_init="pytorch",                 # PyTorch's U(+-1/sqrt(fan_in)); or "zeros"
+        bn_running_var="unbiased"))          # PyTorch's n/(n-1) update; or "biased" (flax)
 
 
 def build_model(config: ml_collections.ConfigDict, seed: int = 0) -> StackedHourglass:
@@ -168,7 +170,14 @@ def build_model(config: ml_collections.ConfigDict, seed: int = 0) -> StackedHour
     kwargs = {k: config[k] for k in MODEL_FIELDS}
     kwargs["ae_channels"] = tuple(kwargs["ae_channels"])
     kwargs["dtype"] = None if kwargs["dtype"] == "float32" else jnp.dtype(kwargs["dtype"])
-    return StackedHourglass(**kwargs, rngs=nnx.Rngs(seed))
+    model = StackedHourglass(**kwargs, rngs=nnx.Rngs(seed))
+    bias_init = config.get("bias_init", "pytorch")
+    if bias_init not in layers.BIAS_INITS:
+        raise ValueError(f"bias_init must be one of {layers.BIAS_INITS}, got {bias_init!r}")
+    if bias_init == "pytorch":
+        layers.pytorch_bias_init(model, seed)
+    layers.set_running_var(model, config.get("bn_running_var", "unbiased"))
+    return model
 
 
 def latent_layer(value: str | int) -> int | str:
