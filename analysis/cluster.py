@@ -60,9 +60,9 @@ class KSweep:
     best_k: int
 
 
-def sweep(x: np.ndarray, ks=range(2, 11), *, n_init: int = 10, seed: int = 0,
-          silhouette_sample: int = 10000) -> KSweep:
-    """K-Means (k-means++, `n_init` restarts) for every K on x (N, D) in full dimension;
+def sweep(x: np.ndarray, ks=range(2, 11), *, n_init: int = 10, max_iter: int = 1000,
+          seed: int = 0, silhouette_sample: int = 10000) -> KSweep:
+    """K-Means (k-means++, `n_init` restarts of at most `max_iter` iterations) for every K on x (N, D) in full dimension;
     the silhouette of each K on all rows when N <= silhouette_sample, else on a seeded
     random sample of that many rows."""
     x = np.asarray(x, np.float32)
@@ -72,7 +72,8 @@ def sweep(x: np.ndarray, ks=range(2, 11), *, n_init: int = 10, seed: int = 0,
     out = KSweep([], [], [], {}, {}, len(sample), 0)
     with Progress(len(list(ks)), "k-means", unit="K") as progress:
         for k in ks:
-            km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
+            km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter,
+                        random_state=seed).fit(x)
             out.ks.append(int(k))
             out.inertias.append(float(km.inertia_))
             out.labels[k], out.centroids[k] = km.labels_, km.cluster_centers_

@@ -25,11 +25,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_kmeans_arguments(p: argparse.ArgumentParser) -> None:
-    """--ks, --n-init, --silhouette-sample, --seed: the K-Means sweep (thesis: K = 2..10,
-    10 restarts)."""
+    """--ks, --n-init, --max-iter, --silhouette-sample, --seed: the K-Means sweep (thesis:
+    K = 2..10, 10 restarts, max_iter 1000)."""
     p.add_argument("--ks", default="2-10", type=lambda s: list(range(
         int(s.split("-")[0]), int(s.split("-")[1]) + 1)), help="K range for K-Means")
     p.add_argument("--n-init", type=int, default=10, help="K-Means restarts per K")
+    p.add_argument("--max-iter", type=int, default=1000,
+                   help="K-Means iterations per restart at most (thesis: 1000)")
     p.add_argument("--silhouette-sample", type=int, default=10000,
                    help="silhouette on all samples up to this many, else on a random sample")
     p.add_argument("--seed", type=int, default=0)

@@ -96,6 +96,25 @@ def silhouette_curve(ks, scores, best_k: int, sample: int, n: int) -> Figure:
     return fig
 
 
+def cluster_panels(panels: list[tuple[np.ndarray, list, list]], cols: int = 3) -> Figure:
+    """One panel per cluster: its samples on their own standardised 2-D PCA, with skeleton
+    thumbnails at some of them (thesis Figs. 18, 20). `panels`: per cluster (coords (n, 2),
+    thumbnails, the rows of coords they belong to)."""
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(5 * min(cols, len(panels)), 4.6 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, min(cols, len(panels)), squeeze=False)).ravel()
+    for c, (ax, (coords, thumbs, thumb_rows)) in enumerate(zip(axes, panels)):
+        ax.scatter(coords[:, 0], coords[:, 1], s=3, alpha=0.4)
+        for image, row in zip(thumbs, thumb_rows):
+            ax.add_artist(AnnotationBbox(OffsetImage(image, zoom=36 / image.shape[0]),
+                                         coords[row], frameon=True, pad=0.1))
+        ax.set(xlabel="PC 1", ylabel="PC 2", title=f"cluster {c} ({len(coords)} samples)")
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("each cluster on its own standardised 2-D PCA")
+    return fig
+
+
 def clusters_2d(coords: np.ndarray, labels: np.ndarray, k: int) -> Figure:
     """K-Means clusters (fitted in full dimension) on the 2-D PCA projection (Fig. 18, 20)."""
     fig = Figure(figsize=(7, 6))
@@ -108,13 +127,16 @@ def clusters_2d(coords: np.ndarray, labels: np.ndarray, k: int) -> Figure:
     return fig
 
 
+#: The thesis' histogram bins of per-sample PCK: 0, 0.1, ..., 1.0 (Fig. 13).
+PCK_BINS = np.linspace(0, 1, 11)
+
+
 def pck_histograms(with_skips: np.ndarray, without: np.ndarray) -> Figure:
-    """Per-sample PCK with and without the skip connections (Fig. 13)."""
+    """Per-sample PCK with and without the skip connections (Fig. 13), bins of 0.1."""
     fig = Figure(figsize=(11, 4))
-    bins = np.linspace(0, 1, 21)
     for ax, values, name in zip(fig.subplots(1, 2, sharey=True), (with_skips, without),
                                 ("with skip connections", "without skip connections")):
-        ax.hist(values, bins=bins)
+        ax.hist(values, bins=PCK_BINS)
         ax.axvline(values.mean(), color="k", ls="--")
         ax.set(xlabel="per-sample PCK", title=f"{name}: mean {values.mean():.3f}")
     fig.axes[0].set_ylabel("samples")

@@ -5,10 +5,12 @@
 
 Extracts the bottleneck latents (cached in DIR/latents), then for each subset of samples:
 PCA (explained variance, components for 90/95/99 %, the 2-D projection with ground-truth
-heatmap thumbnails: Fig. 16), walks from the mean along chosen components with steps of
-+-1, 2, 3 sqrt(eigenvalue) and the nearest real samples (Fig. 15), K-Means for K = 2..10 with
-10 restarts and the silhouette of each K (Fig. 17), the best K's clusters on the 2-D
-projection (Fig. 18, 20) and the samples nearest each centroid (Fig. 19, 21). Every figure is
+heatmap thumbnails: Fig. 16), walks from the mean along components 1, 2, 3, 10, 30, 50, 100 and the last with steps of
++-1, 2, 3 sqrt(eigenvalue), and the negative-only walk -2 to -3 by 0.25, with the nearest real
+samples (Fig. 15), K-Means for K = 2..10 with 10 restarts of at most 1000 iterations and the
+silhouette of each K (Fig. 17), the best K's clusters on the shared 2-D projection and each
+cluster on its own standardised 2-D PCA with skeleton thumbnails (Figs. 18, 20), and the
+samples nearest each centroid (Figs. 19, 21). Every figure is
 a PNG beside the numbers behind it; DIR/index.html shows them all.
 """
 
@@ -18,16 +20,48 @@ import argparse
 import re
 import sys
 
+import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 from analysis import cluster, figures
 from analysis import pca as pca_lib
 from analysis.common import add_kmeans_arguments, add_run_arguments, gt_overlays, open_run
 from analysis.extract import Latents, extract
 from analysis.report import Report
+from shg_jax.draw import draw_skeleton
 from shg_jax.models import latent_layer
 
 WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
+#: The thesis' second, negative-only walk (manifold.ipynb): -2 to -3 sqrt(lambda) by 0.25.
+NEGATIVE_WALK_STEPS = (-2, -2.25, -2.5, -2.75, -3)
+#: The thesis' walked components (1-based); "last" is the D-th (4,096 for its latent).
+COMPONENTS = "1,2,3,10,30,50,100,last"
+
+
+def parse_components(spec: str) -> list[int | str]:
+    """'1,2,last' -> [1, 2, 'last'] (resolved against the latent dimension later)."""
+    out = []
+    for c in spec.split(","):
+        c = c.strip()
+        if c == "last":
+            out.append(c)
+        elif c.isdigit() and int(c) > 0:
+            out.append(int(c))
+        else:
+            raise argparse.ArgumentTypeError(f"components are 1-based integers or 'last', "
+                                             f"got {c!r}")
+    return out
+
+
+def resolve_components(components, dimension: int) -> list[int]:
+    """1-based components that exist in `dimension`, 'last' = dimension, in order, once."""
+    out = []
+    for c in components:
+        c = dimension if c == "last" else c
+        if c <= dimension and c not in out:
+            out.append(c)
+    return out
 
 
 def select(latents: Latents, spec: str, seed: int) -> np.ndarray:
@@ -59,6 +93,11 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
         batch = split.gather(sub.index[np.asarray(r)])
         return gt_overlays(steps, batch["images"], batch["keypoints"])
 
+    def skeletons(r):
+        batch = split.gather(sub.index[np.asarray(r)])
+        return [skeleton_thumbnail(steps, kp, batch["images"].shape[1])
+                for kp in batch["keypoints"]]
+
     # PCA
     pca = pca_lib.fit(x)
     counts = pca.components_for()
@@ -69,8 +108,11 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                [[i + 1, float(r), float(c)] for i, (r, c) in enumerate(zip(pca.ratio, cum))],
                f"{slug}-pca_variance.csv", "explained variance per component")
     report.json({"samples": int(len(rows)), "dimension": int(x.shape[1]),
-                 "components_for": counts, "first_two_explain": float(cum[1])},
-                f"{slug}-pca.json", "PCA summary", summary=counts)
+                 "components_for": counts,
+                 "thesis_index_for": pca_lib.thesis_index(counts),
+                 "first_two_explain": float(cum[1])},
+                f"{slug}-pca.json", "PCA summary (thesis_index_for: the thesis' 0-based "
+                "argmax, i.e. components_for - 1; its 541 = 542 components)", summary=counts)
     coords = pca.project(x, 2)
     shown = np.sort(np.random.default_rng(args.seed).choice(len(rows), min(40, len(rows)),
                                                             replace=False))
@@ -78,29 +120,37 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                                                      float(cum[1])),
                   f"{slug}-pca_projection.png",
                   "the first two components with ground-truth heatmap thumbnails (Fig. 16)")
-    # Component walks
-    walks, grid = {}, []
-    comps = [c for c in args.components if c <= x.shape[1]]
-    for c in comps:
-        nearest = pca_lib.walk_targets(pca, x, c - 1, WALK_STEPS)
-        walks[c] = [{"step": k, "row": int(sub.index[i]), "image_id": int(sub.image_id[i]),
-                     "ann_id": int(sub.ann_id[i])} for k, i in zip(WALK_STEPS, nearest)]
-        grid.append(thumbs(nearest))
-    report.figure(figures.image_grid(grid, [f"PC {c}" for c in comps],
-                                     [f"{k:+d} sqrt(lambda)" if k else "mean"
-                                      for k in WALK_STEPS],
-                                     "nearest real samples along principal components"),
-                  f"{slug}-pca_walks.png", "walks from the mean along components (Fig. 15)")
-    report.json(walks, f"{slug}-pca_walks.json", "the samples of the walks")
+    # Component walks: +-1..3 sqrt(lambda), then the thesis' negative-only walk
+    comps = resolve_components(args.components, x.shape[1])
+    for name, walk_steps, what in (
+            ("pca_walks", WALK_STEPS, "walks from the mean along components (Fig. 15)"),
+            ("pca_walks_negative", NEGATIVE_WALK_STEPS,
+             "negative-only walks, -2 to -3 sqrt(lambda) by 0.25")):
+        walks, grid = {}, []
+        for c in comps:
+            nearest = pca_lib.walk_targets(pca, x, c - 1, walk_steps)
+            walks[c] = [{"step": k, "row": int(sub.index[i]), "image_id": int(sub.image_id[i]),
+                         "ann_id": int(sub.ann_id[i])} for k, i in zip(walk_steps, nearest)]
+            grid.append(thumbs(nearest))
+        report.figure(figures.image_grid(grid, [f"PC {c}" for c in comps],
+                                         [f"{k:+g} sqrt(lambda)" if k else "mean"
+                                          for k in walk_steps],
+                                         "nearest real samples along principal components"),
+                      f"{slug}-{name}.png", what)
+        report.json(walks, f"{slug}-{name}.json", "the samples of the walks")
     # K-Means and silhouette
-    sweep = cluster.sweep(x, args.ks, n_init=args.n_init, seed=args.seed,
-                          silhouette_sample=args.silhouette_sample)
+    sweep = cluster.sweep(x, args.ks, n_init=args.n_init, max_iter=args.max_iter,
+                          seed=args.seed, silhouette_sample=args.silhouette_sample)
     report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
                                            sweep.silhouette_sample, len(rows)),
                   f"{slug}-silhouette.png", "silhouette score per K (Fig. 17)")
     k = sweep.best_k
     report.figure(figures.clusters_2d(coords, sweep.labels[k], k), f"{slug}-clusters.png",
-                  f"the K = {k} clusters on the 2-D projection (Fig. 18, 20)")
+                  f"the K = {k} clusters on the shared 2-D projection")
+    report.figure(figures.cluster_panels(cluster_panels(x, sweep.labels[k], k, skeletons,
+                                                        args.seed)),
+                  f"{slug}-cluster_panels.png", f"each of the K = {k} clusters on its own "
+                  "standardised 2-D PCA, with skeleton thumbnails (Figs. 18, 20)")
     nearest = cluster.nearest_to_centroids(x, sweep.centroids[k])
     report.figure(figures.image_grid([thumbs(nearest)], ["nearest"],
                                      [f"cluster {c}" for c in range(k)]),
@@ -118,6 +168,36 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                f"every sample's 2-D coordinates and cluster (K = {k}): the projection figures")
 
 
+def skeleton_thumbnail(steps, keypoints: np.ndarray, size: int) -> np.ndarray:
+    """The skeleton of the ground-truth heatmaps' argmax joints (the thesis' thumbnails), drawn
+    on white at the crop size: (J, 3) crop keypoints -> (size, size, 3) uint8."""
+    maps = np.asarray(steps.targets(jnp.asarray(keypoints[None])))[0]      # (h, w, J)
+    h, w, j = maps.shape
+    flat = maps.reshape(-1, j)
+    y, x = np.unravel_index(flat.argmax(axis=0), (h, w))
+    kps = np.stack([(x + 0.5) * size / w, (y + 0.5) * size / h,
+                    np.where(flat.max(axis=0) > 0, 2.0, 0.0)], axis=1)
+    return np.asarray(draw_skeleton(Image.new("RGB", (size, size), "white"), kps,
+                                    radius=size / 40, width=max(2, size // 40)))
+
+
+def cluster_panels(x: np.ndarray, labels: np.ndarray, k: int, skeletons, seed: int,
+                   n_thumbs: int = 12) -> list:
+    """Per cluster: its standardised 2-D PCA coordinates and skeleton thumbnails of a seeded
+    sample of its members (the thesis' per-cluster figures)."""
+    panels = []
+    rng = np.random.default_rng(seed)
+    for c in range(k):
+        members = np.nonzero(labels == c)[0]
+        if len(members) < 3:
+            coords = np.zeros((len(members), 2), np.float32)
+        else:
+            coords = pca_lib.standardised_projection(np.asarray(x)[members], 2)
+        shown = np.sort(rng.choice(len(members), min(n_thumbs, len(members)), replace=False))
+        panels.append((coords, skeletons(members[shown]) if len(shown) else [], list(shown)))
+    return panels
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m analysis.latent",
                                 description=__doc__.split("\n\n")[0],
@@ -128,9 +208,8 @@ def parse_args(argv=None):
     p.add_argument("--subset", action="append",
                    help="full-annotated | random:N | all; repeatable (default: "
                         "full-annotated, random:10000 and all)")
-    p.add_argument("--components", default="1,2,3,10,30,50,100",
-                   type=lambda s: [int(c) for c in s.split(",")],
-                   help="1-based components to walk along")
+    p.add_argument("--components", default=COMPONENTS, type=parse_components,
+                   help="1-based components to walk along ('last' = the latent dimension)")
     add_kmeans_arguments(p)
     return p.parse_args(argv)
 

@@ -90,6 +90,9 @@ def format_table(result: dict) -> str:
     for s in pck.SUBSETS:
         lines.append(f"{s:<10}{result[f'{s}/pck']:>8.4f}{result[f'{s}/pooled']:>9.4f}"
                      f"{result[f'{s}/samples']:>9}")
+    lines.append("the thesis' test protocol (all and v=2 divided by every sample; limbs: mean "
+                 "over per-sample limb pairs):")
+    lines.append("  " + "  ".join(f"{s} {result[f'thesis_{s}/pck']:.4f}" for s in pck.SUBSETS))
     lines.append(f"loss {result['loss']:.4g} over {result['count']} samples")
     lines.append(f"{'joint':<16}{'PCK':>8}")
     for name, v in zip(JOINT_NAMES, result["all/per_joint"]):

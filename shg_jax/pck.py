@@ -10,8 +10,15 @@ Every function returns sums and counts, never means, so that batches, padded eva
 batches and hosts combine exactly by adding; `summarize` turns the totals into numbers.
 
 Variants ("subsets"): all annotated joints; v=2 only (visible); limbs only (elbows, wrists,
-knees, ankles). Each gives the per-sample mean (the thesis' number), the pooled mean over all
-joints, and the per-joint PCK.
+knees, ankles). Each gives the per-sample mean over the samples with an annotated joint of the
+subset (our number, and the thesis' validation PCK), the pooled mean over all joints, and the
+per-joint PCK.
+
+The thesis' test protocol (code/model_testing.ipynb), which its test numbers use, differs
+(`thesis_*` keys): "all" and "v=2 only" sum the per-sample PCK and divide by ALL samples (a
+sample with no annotated joint of the subset adds 0 but still counts); "limbs only" takes one
+PCK per sample per limb pair (wrists, elbows, knees, ankles) whose maps are annotated and
+averages that list.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from shg_jax.heatmap import heatmap_argmax
-from shg_jax.skeleton import LIMB_JOINTS
+from shg_jax.skeleton import LIMB_JOINTS, LIMB_PAIRS
 
 SUBSETS = ("all", "visible", "limbs")
+THESIS_PROTOCOL = ("thesis_all", "thesis_visible", "thesis_limbs")
 
 
 def joint_hits(pred: jax.Array, gt: jax.Array, *, threshold: float = 0.5,
@@ -63,12 +71,19 @@ def pck_counts(pred: jax.Array, gt: jax.Array, visibility: jax.Array,
     pred, gt: (B, H, W, J) heatmaps; visibility: (B, J) COCO v flags; valid: (B,) bool, False
     for padding rows of an evaluation batch. Returns, per subset s:
     `s/sample_sum` (sum of per-sample PCK), `s/sample_count` (samples with an annotated joint),
-    `s/joint_correct` and `s/joint_count` (J,).
+    `s/joint_correct` and `s/joint_count` (J,); for the thesis' test protocol also
+    `thesis/samples` (valid rows) and `thesis_limbs/pair_sum`, `thesis_limbs/pair_count`.
     """
     correct, annotated = joint_hits(pred, gt, threshold=threshold, normalizer=normalizer)
-    if valid is not None:
-        annotated = annotated & valid[:, None]
-    counts = {}
+    valid = jnp.ones(pred.shape[0], bool) if valid is None else valid
+    annotated = annotated & valid[:, None]
+    counts = {"thesis/samples": jnp.sum(valid).astype(jnp.float32)}
+    pairs = np.asarray(LIMB_PAIRS)                                    # (P, 2)
+    pair_n = jnp.sum(annotated[:, pairs], axis=-1)                    # (B, P)
+    pair_c = jnp.sum((correct & annotated)[:, pairs], axis=-1)
+    counts["thesis_limbs/pair_sum"] = jnp.sum(jnp.where(pair_n > 0, pair_c / jnp.maximum(
+        pair_n, 1), 0.0))
+    counts["thesis_limbs/pair_count"] = jnp.sum(pair_n > 0).astype(jnp.float32)
     for name, mask in subset_masks(visibility).items():
         a = annotated & mask
         c = correct & a
@@ -86,10 +101,17 @@ def add_counts(a: dict, b: dict) -> dict:
 
 
 def summarize(counts: dict) -> dict[str, float | list]:
-    """Totals -> {s/pck (thesis per-sample mean), s/pooled, s/per_joint (list, NaN where a
-    joint was never annotated), s/samples} for each subset; NaN when nothing was counted."""
+    """Totals -> {s/pck (per-sample mean), s/pooled, s/per_joint (list, NaN where a joint was
+    never annotated), s/samples} for each subset, and thesis_all/pck, thesis_visible/pck,
+    thesis_limbs/pck (the thesis' test protocol); NaN when nothing was counted."""
     counts = jax.tree.map(np.asarray, counts)
-    out = {}
+    total = float(counts["thesis/samples"])
+    pairs = float(counts["thesis_limbs/pair_count"])
+    out = {"thesis_all/pck": float(counts["all/sample_sum"]) / total if total else float("nan"),
+           "thesis_visible/pck": (float(counts["visible/sample_sum"]) / total if total
+                                  else float("nan")),
+           "thesis_limbs/pck": (float(counts["thesis_limbs/pair_sum"]) / pairs if pairs
+                                else float("nan"))}
     for s in SUBSETS:
         n = float(counts[f"{s}/sample_count"])
         jc, jn = counts[f"{s}/joint_correct"], counts[f"{s}/joint_count"]

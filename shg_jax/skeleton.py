@@ -12,6 +12,9 @@ N_JOINTS = len(JOINT_NAMES)
 #: following Newell et al.'s validation curve.
 LIMB_JOINTS = (7, 8, 9, 10, 13, 14, 15, 16)
 
+#: The limb pairs of the thesis' test protocol: elbows, wrists, knees, ankles (left, right).
+LIMB_PAIRS = ((7, 8), (9, 10), (13, 14), (15, 16))
+
 #: Left/right pairs, for horizontal flips.
 FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 

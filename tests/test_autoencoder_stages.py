@@ -171,7 +171,7 @@ def test_compare_table_holds_the_evaluate_numbers(tiny_run, finetuned, tmp_path)
         ev = tmp_path / f"{workdir.parent.name}.json"
         assert evaluate.main(["--workdir", str(workdir), "--split", "val", "--out", str(ev)]) == 0
         expected = json.loads(ev.read_text())
-        for key in ("all", "visible", "limbs"):
+        for key in ("all", "visible", "limbs", "thesis_all", "thesis_visible", "thesis_limbs"):
             assert row["pck"][key] == pytest.approx(expected[f"{key}/pck"], abs=1e-6)
             assert f"{expected[f'{key}/pck']:.4f}" in table
     assert "0.433" in table and "0.467" in table          # the thesis' val numbers beside
@@ -182,6 +182,7 @@ def test_compare_table_holds_the_evaluate_numbers(tiny_run, finetuned, tmp_path)
     shg_latents = np.load(out / "run0" / "latents" / "val-layer3" / "latents.npy")
     ae_code = np.load(out / "run1" / "latents" / "val-layercode" / "latents.npy")
     assert shg["components_95"] == _components_for_95(shg_latents)
+    assert shg["thesis_index_95"] == shg["components_95"] - 1
     assert ae["components_95"] == _components_for_95(ae_code)
     kmeans = json.loads((out / "code1-kmeans.json").read_text())
     assert kmeans["ks"] == [2, 3] and len(kmeans["silhouette"]) == 2

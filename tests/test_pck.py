@@ -76,3 +76,35 @@ def test_nothing_counted_gives_nan():
     maps = jnp.zeros((1, H, H, J))
     out = summarize(pck_counts(maps, maps, jnp.zeros((1, J))))
     assert np.isnan(out["all/pck"]) and out["all/samples"] == 0
+
+
+def test_thesis_test_protocol():
+    # Four samples, one with no annotated joint at all.
+    # Sample 0: joints 0 (v=2, correct), 7 (v=1, wrong), 9 (v=2, correct), 8 (v=2, correct).
+    # Sample 1: joints 13 (v=2, wrong), 14 (v=2, correct), 15 (v=1, correct).
+    # Sample 2: joint 5 (v=1, correct): no v=2 joint, no limb.
+    # Sample 3: nothing annotated.
+    gt = peaks_to_maps({(0, 0): (10, 10), (0, 7): (30, 30), (0, 9): (5, 5), (0, 8): (50, 50),
+                        (1, 13): (20, 20), (1, 14): (40, 40), (1, 15): (9, 9),
+                        (2, 5): (33, 33)}, b=4)
+    pred = peaks_to_maps({(0, 0): (10, 11), (0, 7): (40, 30), (0, 9): (5, 5), (0, 8): (50, 52),
+                          (1, 13): (29, 20), (1, 14): (40, 40), (1, 15): (9, 9),
+                          (2, 5): (33, 33), (3, 0): (1, 1)}, b=4)
+    vis = (jnp.zeros((4, J)).at[0, 0].set(2).at[0, 7].set(1).at[0, 9].set(2).at[0, 8].set(2)
+           .at[1, 13].set(2).at[1, 14].set(2).at[1, 15].set(1).at[2, 5].set(1))
+    out = summarize(pck_counts(pred, gt, vis))
+    # Ours: per-sample over samples with annotations: (3/4 + 2/3 + 1) / 3.
+    assert out["all/pck"] == pytest.approx((3 / 4 + 2 / 3 + 1) / 3)
+    # Thesis "all": the same sum divided by all 4 samples.
+    assert out["thesis_all/pck"] == pytest.approx((3 / 4 + 2 / 3 + 1) / 4)
+    # Thesis "v=2 only": sample 0 -> 3/3, sample 1 -> 1/2, samples 2, 3 skipped; / 4.
+    assert out["thesis_visible/pck"] == pytest.approx((1 + 0.5) / 4)
+    assert out["visible/pck"] == pytest.approx((1 + 0.5) / 2)
+    # Thesis "limbs only": pairs with an annotated map: sample 0 elbows (7 wrong, 8 right)
+    # -> 0.5, wrists (9) -> 1; sample 1 knees (13 wrong, 14 right) -> 0.5, ankles (15) -> 1.
+    assert out["thesis_limbs/pck"] == pytest.approx((0.5 + 1 + 0.5 + 1) / 4)
+    # Ours, limbs: per sample over its limb joints: sample 0 -> 2/3, sample 1 -> 2/3.
+    assert out["limbs/pck"] == pytest.approx(2 / 3)
+    # Padding rows do not count as samples of the thesis' denominator.
+    padded = summarize(pck_counts(pred, gt, vis, valid=jnp.array([True, True, True, False])))
+    assert padded["thesis_all/pck"] == pytest.approx((3 / 4 + 2 / 3 + 1) / 3)
