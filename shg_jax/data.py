@@ -61,14 +61,15 @@ class Split:
         except FileNotFoundError:
             raise DataError(f"split {name!r} missing in {data_dir}; "
                             + _prepare_hint(data_dir)) from None
+        self.image_size = int(self.meta_all["image_size"])
         self.shards = [{key: np.load(self.dir / s["name"] / f"{key}.npy", mmap_mode="r")
-                        for key in shards.ARRAYS} for s in self.meta["shards"]]
+                        for key in shards.ARRAYS} for s in self.meta["shards"]] or [
+            shards.empty_arrays(self.image_size)]
         counts = [len(s["image_id"]) for s in self.shards]
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         if self.offsets[-1] != self.meta["count"]:
             raise DataError(f"{self.dir} holds {self.offsets[-1]} samples but its meta.json "
                             f"says {self.meta['count']}; prepare it again with --overwrite")
-        self.image_size = int(self.meta_all["image_size"])
         self.mean_rgb = np.asarray(self.meta_all["mean_rgb"], np.float32)
 
     def __len__(self) -> int:

@@ -13,11 +13,20 @@ only once its meta.json does, so a crash never leaves a partial split that looks
 Plain .npy files memory-map, so a reader never loads a split into memory.
 """
 
+import numpy as np
+
 FORMAT_VERSION = 1
 ARRAYS = ("images", "keypoints", "image_id", "ann_id")
 SPLITS = ("train", "val", "test")
 META = "meta.json"
 PROGRESS = "progress.json"
+
+
+def empty_arrays(size: int, n_joints: int = 17) -> dict:
+    """The arrays of a split with no crops (a test draw can take every train crop)."""
+    return {"images": np.zeros((0, size, size, 3), np.uint8),
+            "keypoints": np.zeros((0, n_joints, 3), np.float32),
+            "image_id": np.zeros((0,), np.int64), "ann_id": np.zeros((0,), np.int64)}
 
 
 def shard_name(index: int) -> str:

@@ -91,10 +91,28 @@ def test_splits_counts_and_keypoints_inside(prepared, synth):
         m = split.meta
         dropped = sum(n for r, n in m["dropped"].items() if r != "no_labelled_keypoint")
         assert m["kept"] + dropped == m["persons_with_keypoints"]
-    images = {n: set(data.Split(prepared, n).gather(
-        np.arange(len(data.Split(prepared, n))))["image_id"].tolist()) for n in shards.SPLITS}
-    assert not images["train"] & images["test"] and not images["val"] & images["train"]
+    ids = {n: data.Split(prepared, n).gather(np.arange(len(data.Split(prepared, n))))
+           for n in shards.SPLITS}
+    # The thesis' test draw is crop by crop: no crop is in two splits, photos may be.
+    assert not set(ids["train"]["ann_id"].tolist()) & set(ids["test"]["ann_id"].tolist())
+    assert meta["test_split_by"] == "crop"
     assert len(meta["mean_rgb"]) == 3 and all(0 < c < 1 for c in meta["mean_rgb"])
+
+
+def test_test_split_by_image_keeps_photos_whole(synth, prepared, tmp_path):
+    out = tmp_path / "by_image"
+    assert run_prep(synth, out, "--test-split-by", "image") == 0
+    ids = {n: data.Split(out, n).gather(np.arange(len(data.Split(out, n))))
+           for n in shards.SPLITS}
+    images = {n: set(v["image_id"].tolist()) for n, v in ids.items()}
+    assert not images["train"] & images["test"] and not images["val"] & images["train"]
+    assert len(ids["test"]["ann_id"]) == 30
+    # Both rules split the same crops: only the assignment to train/test differs.
+    by_crop = {n: data.Split(prepared, n) for n in ("train", "test")}
+    crops = set()
+    for split in by_crop.values():
+        crops |= set(split.gather(np.arange(len(split)))["ann_id"].tolist())
+    assert crops == set(ids["train"]["ann_id"].tolist()) | set(ids["test"]["ann_id"].tolist())
 
 
 def test_workers_give_identical_bytes(synth, prepared, tmp_path):
@@ -162,7 +180,7 @@ def test_missing_inputs_exit_2_and_write_nothing(synth, tmp_path, capsys):
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
 
 
-def test_bad_images_are_skipped_and_odd_modes_converted(synth, tmp_path):
+def test_bad_images_are_skipped_and_odd_modes_converted(synth, prepared, tmp_path):
     root = tmp_path / "bad"
     shutil.copytree(synth, root)
     val = sorted((root / "val2017").iterdir())
@@ -179,14 +197,18 @@ def test_bad_images_are_skipped_and_odd_modes_converted(synth, tmp_path):
     bad = {pathlib.Path(u["file"]).name for u in meta["unreadable_images"]}
     assert bad == {truncated.name, missing.name, val[2].name}
     coco = COCO(str(root / "annotations" / "person_keypoints_val2017.json"))
-    lost = sum(sum(1 for a in coco.imgToAnns[i] if a["num_keypoints"] > 0)
-               for i in coco.getImgIds() if coco.imgs[i]["file_name"] in bad)
-    assert meta["dropped"]["image_unreadable"] == lost
+    # Lost: the crops the intact data set has from those photos (the crop rule's own drops
+    # are counted under their reasons, as before).
+    bad_ids = {i for i in coco.getImgIds() if coco.imgs[i]["file_name"] in bad}
+    intact = data.Split(prepared, "val")
+    intact_ids = intact.gather(np.arange(len(intact)))["image_id"].tolist()
+    lost = sum(i in bad_ids for i in intact_ids)
+    assert lost > 0 and meta["dropped"]["image_unreadable"] == lost
     split = data.Split(out, "val")
     kept_ids = set(split.gather(np.arange(len(split)))["image_id"].tolist())
     odd = {i for i in coco.getImgIds() if coco.imgs[i]["file_name"] in
-           {val[3].name, val[4].name, val[5].name}}
-    assert odd <= kept_ids
+           {val[3].name, val[4].name, val[5].name}} & set(intact_ids)
+    assert odd and odd <= kept_ids          # converted photos still give their crops
 
 
 def test_preview_writes_a_grid(prepared, tmp_path):
@@ -200,9 +222,10 @@ def test_preview_writes_a_grid(prepared, tmp_path):
 
 @pytest.fixture(scope="module")
 def coco_prepared(coco_sample, tmp_path_factory):
+    """The real COCO slice prepared with every default (thesis crops, --test-size 5064, which
+    takes all 117 train2017 crops into test)."""
     out = tmp_path_factory.mktemp("coco") / "data"
-    assert prep.main(["--coco-root", str(coco_sample), "--out", str(out), "--test-size", "40",
-                      "--workers", "2"]) == 0
+    assert prep.main(["--coco-root", str(coco_sample), "--out", str(out), "--workers", "2"]) == 0
     return out
 
 
@@ -217,19 +240,45 @@ def test_coco_sample_end_to_end(coco_prepared, coco_sample):
                       if r != "no_labelled_keypoint")
         assert kept + dropped == with_kps
         assert sum(m["persons_seen"] for m in metas) == len(coco.anns)
-    split = data.Split(coco_prepared, "val")
-    kps = split.gather(np.arange(len(split)))["keypoints"]
-    lab = kps[..., 2] > 0
-    assert np.all((kps[..., :2][lab] >= 0) & (kps[..., :2][lab] < 256))
+    meta = json.loads((coco_prepared / shards.META).read_text())
+    assert meta["crop_mode"] == "thesis" and meta["test_split_by"] == "crop"
+    assert sum(m["negative_start"] for m in meta["splits"].values()) == 0
 
 
-def test_one_crop_recomputed_from_the_photo(coco_prepared, coco_sample):
-    split = data.Split(coco_prepared, "val")
+def test_coco_sample_defaults_keep_the_thesis_persons_and_pixels(coco_prepared):
+    ref_file = REPO.parent / "shared" / "reference" / "thesis_crops" / "thesis_crops.json"
+    if not ref_file.is_file():
+        pytest.skip(f"thesis reference crops not found at {ref_file}")
+    ref = {p["ann_id"]: p for p in json.loads(ref_file.read_text())["persons"]}
+    rows = {}
+    for name in shards.SPLITS:
+        split = data.Split(coco_prepared, name)
+        batch = split.gather(np.arange(len(split)))
+        for i, ann_id in enumerate(batch["ann_id"].tolist()):
+            rows[ann_id] = (batch["images"][i], batch["keypoints"][i])
+    assert len(rows) == 342 and set(rows) == {a for a, p in ref.items() if p["kept"]}
+    meta = json.loads((coco_prepared / shards.META).read_text())
+    assert sum(m["dropped"].get("not_centrable", 0) for m in meta["splits"].values()) == 67
+    for ann_id, (image, keypoints) in rows.items():
+        theirs = np.array(ref[ann_id]["keypoints"], np.float32)
+        labelled = theirs[:, 2] > 0
+        np.testing.assert_array_equal(keypoints[labelled], theirs[labelled])
+        if ref[ann_id].get("png"):
+            with Image.open(ref_file.parent / ref[ann_id]["png"]) as im:
+                png = np.asarray(im.convert("RGB"), np.float64)
+            assert np.abs(image.astype(np.float64) - png).mean() <= 0.3
+
+
+def test_square_crop_recomputed_from_the_photo(coco_sample, tmp_path):
+    out = tmp_path / "square"
+    assert prep.main(["--coco-root", str(coco_sample), "--out", str(out), "--limit", "8",
+                      "--test-size", "4", "--crop-mode", "square", "--workers", "1"]) == 0
+    split = data.Split(out, "val")
     row = split.gather(np.array([5]))
     coco = COCO(str(coco_sample / "annotations" / "person_keypoints_val2017.json"))
     ann = coco.anns[int(row["ann_id"][0])]
     info = coco.imgs[ann["image_id"]]
-    # The thesis crop, written out independently of shg_jax.crop.
+    # The square crop, written out independently of shg_jax.crop.
     k = np.array(ann["keypoints"], float).reshape(17, 3)
     pts = k[k[:, 2] > 0, :2]
     (x_lo, y_lo), (x_hi, y_hi) = pts.min(0), pts.max(0)
