@@ -35,13 +35,8 @@ class TrainState(NamedTuple):
     opt_state: Any                   # optax state; holds the learning rate (inject_hyperparams)
 
 
-OPTIMIZERS = ("rmsprop", "sgd", "adam")
-
-
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """RMSProp as PyTorch's (thesis): eps added outside the square root, no momentum.
-    Extensions: "sgd" (with config.momentum; the autoencoder's stage 1) and "adam" (optax's
-    defaults, b1 0.9, b2 0.999, eps 1e-8: the demo's choice, faster per step on a CPU)."""
+    """RMSProp as PyTorch's (thesis): eps added outside the square root, no momentum."""
     if config.optimizer == "rmsprop":
         return optax.inject_hyperparams(optax.rmsprop)(
             learning_rate=config.learning_rate, decay=config.rmsprop_decay,
@@ -49,9 +44,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     if config.optimizer == "sgd":
         return optax.inject_hyperparams(optax.sgd)(learning_rate=config.learning_rate,
                                                    momentum=config.momentum)
-    if config.optimizer == "adam":
-        return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
-    raise ValueError(f"config.optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+    raise ValueError(f"config.optimizer must be 'rmsprop' or 'sgd', got {config.optimizer!r}")
 
 
 def learning_rate(state: TrainState) -> float:

@@ -11,7 +11,6 @@ import textwrap
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -287,22 +286,3 @@ def test_profile_dir_holds_a_trace_of_training_steps(tiny_run):
     events = events["traceEvents"] if isinstance(events, dict) else events
     assert any("_train_step" in e.get("name", "") for e in events)
 
-
-def test_adam_option_is_optax_adam_with_a_settable_rate():
-    import ml_collections
-    import optax
-
-    from shg_jax.steps import make_optimizer
-
-    params = {"w": jnp.array([1.0, -2.0, 3.0])}
-    grads = {"w": jnp.array([0.5, 0.1, -4.0])}
-    tx = make_optimizer(ml_collections.ConfigDict(dict(optimizer="adam", learning_rate=0.01)))
-    state = tx.init(params)
-    ours, state = tx.update(grads, state, params)
-    ref_tx = optax.adam(0.01)
-    ref, _ = ref_tx.update(grads, ref_tx.init(params), params)
-    np.testing.assert_allclose(ours["w"], ref["w"], rtol=1e-5)
-    np.testing.assert_allclose(ours["w"], [-0.01, -0.01, 0.01], rtol=1e-4)   # first step
-    assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.01)
-    with pytest.raises(ValueError, match="adam"):
-        make_optimizer(ml_collections.ConfigDict(dict(optimizer="lamb", learning_rate=0.1)))
