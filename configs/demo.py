@@ -8,8 +8,8 @@ thesis' apart from the fields set here, all for speed on a CPU: 128x128 crops (3
 heatmaps), 64 features, a 32-channel stem, depth 3 (latent 4x4x64), Newell's identity
 residual skips (the thesis' 3x3 skip convs double the cost), Newell-style heatmaps (peak 1,
 which MSE learns faster than the thesis' 0.62/0.16 peaks), batch 4 (on a CPU, more and
-smaller steps learn faster per second), a larger learning rate annealed by 5x after epochs 4
-and 5, 6 epochs, and crop_mode "square" for the synthetic data (the thesis' rule drops 48 % of
+smaller steps learn faster per second), a larger learning rate, 6 epochs, and crop_mode
+"square" for the synthetic data (the thesis' rule drops 48 % of
 the synthetic figures, which fill most of the photo height: 1,989 train crops instead of
 3,645).
 """
@@ -38,7 +38,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 1e-3
     config.plateau.min_lr = 1e-5
     config.plateau.patience = 2
-    config.plateau.milestones = (4, 5)       # anneal: 2e-4 for epoch 5, 4e-5 for epoch 6
     config.batch_size = 4                    # more, smaller steps learn faster per second
     config.eval_batch_size = 64
     config.num_epochs = 6
