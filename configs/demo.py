@@ -9,9 +9,8 @@ heatmaps), 64 features, a 32-channel stem, depth 3 (latent 4x4x64), Newell's ide
 residual skips (the thesis' 3x3 skip convs double the cost), Newell-style heatmaps (peak 1,
 which MSE learns faster than the thesis' 0.62/0.16 peaks), batch 4 (on a CPU, more and
 smaller steps learn faster per second), a larger learning rate, 6 epochs, and crop_mode
-"square" for the synthetic data (the thesis' rule drops 48 % of
-the synthetic figures, which fill most of the photo height: 1,989 train crops instead of
-3,645).
+"square" for the synthetic data (the thesis' rule drops 48 % of the synthetic figures, which
+fill most of the photo height: 1,989 train crops instead of 3,645).
 """
 
 import os
