@@ -62,9 +62,9 @@ class KSweep:
 
 def sweep(x: np.ndarray, ks=range(2, 11), *, n_init: int = 10, max_iter: int = 1000,
           seed: int = 0, silhouette_sample: int = 10000) -> KSweep:
-    """K-Means (k-means++, `n_init` restarts of at most `max_iter` iterations) for every K on x (N, D) in full dimension;
-    the silhouette of each K on all rows when N <= silhouette_sample, else on a seeded
-    random sample of that many rows."""
+    """K-Means (k-means++, `n_init` restarts of at most `max_iter` iterations) for every K on
+    x (N, D) in full dimension; the silhouette of each K on all rows when
+    N <= silhouette_sample, else on a seeded random sample of that many rows."""
     x = np.asarray(x, np.float32)
     rng = np.random.default_rng(seed)
     sample = (np.arange(len(x)) if len(x) <= silhouette_sample

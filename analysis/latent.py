@@ -3,15 +3,15 @@
     python -m analysis.latent --ckpt WORKDIR --out DIR [--checkpoint best] [--split train]
         [--layer 3] [--subset full-annotated --subset random:10000 --subset all]
 
-Extracts the bottleneck latents (cached in DIR/latents), then for each subset of samples:
-PCA (explained variance, components for 90/95/99 %, the 2-D projection with ground-truth
-heatmap thumbnails: Fig. 16), walks from the mean along components 1, 2, 3, 10, 30, 50, 100 and the last with steps of
-+-1, 2, 3 sqrt(eigenvalue), and the negative-only walk -2 to -3 by 0.25, with the nearest real
-samples (Fig. 15), K-Means for K = 2..10 with 10 restarts of at most 1000 iterations and the
-silhouette of each K (Fig. 17), the best K's clusters on the shared 2-D projection and each
-cluster on its own standardised 2-D PCA with skeleton thumbnails (Figs. 18, 20), and the
-samples nearest each centroid (Figs. 19, 21). Every figure is
-a PNG beside the numbers behind it; DIR/index.html shows them all.
+Extracts the bottleneck latents (cached in DIR/latents), then for each subset of samples: PCA
+(explained variance, components for 90/95/99 %, the 2-D projection with ground-truth heatmap
+thumbnails: Fig. 16), walks from the mean along components 1, 2, 3, 10, 30, 50, 100 and the
+last with steps of +-1, 2, 3 sqrt(eigenvalue), and the negative-only walk -2 to -3 by 0.25,
+with the nearest real samples (Fig. 15), K-Means for K = 2..10 with 10 restarts of at most
+1000 iterations and the silhouette of each K (Fig. 17), the best K's clusters on the shared
+2-D projection and each cluster on its own standardised 2-D PCA with skeleton thumbnails
+(Figs. 18, 20), and the samples nearest each centroid (Figs. 19, 21). Every figure is a PNG
+beside the numbers behind it; DIR/index.html shows them all.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from analysis.common import add_kmeans_arguments, add_run_arguments, gt_overlays
 from analysis.extract import Latents, extract
 from analysis.report import Report
 from shg_jax.draw import draw_skeleton
+from shg_jax.heatmap import decode_heatmaps
 from shg_jax.models import latent_layer
 
 WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
@@ -95,8 +96,7 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
 
     def skeletons(r):
         batch = split.gather(sub.index[np.asarray(r)])
-        return [skeleton_thumbnail(steps, kp, batch["images"].shape[1])
-                for kp in batch["keypoints"]]
+        return skeleton_thumbnails(steps, batch["keypoints"], batch["images"].shape[1])
 
     # PCA
     pca = pca_lib.fit(x)
@@ -168,17 +168,14 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                f"every sample's 2-D coordinates and cluster (K = {k}): the projection figures")
 
 
-def skeleton_thumbnail(steps, keypoints: np.ndarray, size: int) -> np.ndarray:
-    """The skeleton of the ground-truth heatmaps' argmax joints (the thesis' thumbnails), drawn
-    on white at the crop size: (J, 3) crop keypoints -> (size, size, 3) uint8."""
-    maps = np.asarray(steps.targets(jnp.asarray(keypoints[None])))[0]      # (h, w, J)
-    h, w, j = maps.shape
-    flat = maps.reshape(-1, j)
-    y, x = np.unravel_index(flat.argmax(axis=0), (h, w))
-    kps = np.stack([(x + 0.5) * size / w, (y + 0.5) * size / h,
-                    np.where(flat.max(axis=0) > 0, 2.0, 0.0)], axis=1)
-    return np.asarray(draw_skeleton(Image.new("RGB", (size, size), "white"), kps,
-                                    radius=size / 40, width=max(2, size // 40)))
+def skeleton_thumbnails(steps, keypoints: np.ndarray, size: int) -> list[np.ndarray]:
+    """The skeletons of the ground-truth heatmaps' argmax joints (the thesis' thumbnails), drawn
+    on white at the crop size: (N, J, 3) crop keypoints -> N (size, size, 3) uint8 images."""
+    xy, peak = decode_heatmaps(steps.targets(jnp.asarray(keypoints)), input_size=size)
+    kps = np.concatenate([np.asarray(xy), np.where(np.asarray(peak) > 0, 2.0, 0.0)[..., None]],
+                         axis=-1)
+    return [np.asarray(draw_skeleton(Image.new("RGB", (size, size), "white"), k,
+                                     radius=size / 40, width=max(2, size // 40))) for k in kps]
 
 
 def cluster_panels(x: np.ndarray, labels: np.ndarray, k: int, skeletons, seed: int,

@@ -283,8 +283,8 @@ def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
                 persons_seen=plan.persons_seen,
                 persons_with_keypoints=plan.persons_with_keypoints,
                 kept=state.count, dropped=dict(sorted(dropped.items())),
-                negative_start=sum(bool(getattr(p.box, "negative_start", False))
-                                   for t in plan.tasks for p in t.persons),
+                negative_start=sum(p.box.negative_start for t in plan.tasks
+                                   for p in t.persons),
                 unreadable_images=state.unreadable, images=len(plan.tasks),
                 mean_rgb=mean, format_version=shards.FORMAT_VERSION)
     fileio.write_json(split_dir / shards.META, meta)

@@ -63,6 +63,11 @@ class CropBox:
     def as_list(self) -> list[int]:
         return [int(self.x0), int(self.y0), int(self.x1), int(self.y1)]
 
+    @property
+    def negative_start(self) -> bool:
+        """Whether a numpy slice of this box would wrap round (never: this box pads)."""
+        return False
+
     def _scale(self, size: int) -> np.ndarray:
         return np.array([size / self.width, size / self.height])
 
@@ -201,8 +206,6 @@ def thesis_box(keypoints, bbox, width: int, height: int,
         extra = ((y1 - y0) - (x1 - x0)) / 2
         x1 += math.ceil(extra)
         x0 -= math.floor(extra)
-    # Its y-centre is taken now, before y is resized (the thesis' order).
-    box_cy = y0 + (y1 - y0) / 2
     shift = math.floor(cx - (x0 + (x1 - x0) / 2))
     x0, x1 = x0 + shift, x1 + shift
     side = max(ky_hi - ky_lo, kx_hi - kx_lo) * (1 + margin)
@@ -220,7 +223,9 @@ def thesis_box(keypoints, bbox, width: int, height: int,
         y0, y1 = y0 + half, y1 - half
     if side < kx_hi - kx_lo or side < ky_hi - ky_lo:
         raise CropError("keypoints_cannot_fit")
-    shift = math.floor(cy - box_cy)
+    # (Every y change above is symmetric, so the box's y-centre is still the squared box's,
+    # the one the thesis took before resizing y.)
+    shift = math.floor(cy - (y0 + (y1 - y0) / 2))
     y0, y1 = y0 + shift, y1 + shift
     if y0 < 0:
         y1, y0 = y1 - y0, 0

@@ -31,7 +31,6 @@ from shg_jax.heatmap import heatmap_argmax
 from shg_jax.skeleton import LIMB_JOINTS, LIMB_PAIRS
 
 SUBSETS = ("all", "visible", "limbs")
-THESIS_PROTOCOL = ("thesis_all", "thesis_visible", "thesis_limbs")
 
 
 def joint_hits(pred: jax.Array, gt: jax.Array, *, threshold: float = 0.5,
@@ -105,13 +104,13 @@ def summarize(counts: dict) -> dict[str, float | list]:
     never annotated), s/samples} for each subset, and thesis_all/pck, thesis_visible/pck,
     thesis_limbs/pck (the thesis' test protocol); NaN when nothing was counted."""
     counts = jax.tree.map(np.asarray, counts)
-    total = float(counts["thesis/samples"])
-    pairs = float(counts["thesis_limbs/pair_count"])
-    out = {"thesis_all/pck": float(counts["all/sample_sum"]) / total if total else float("nan"),
-           "thesis_visible/pck": (float(counts["visible/sample_sum"]) / total if total
-                                  else float("nan")),
-           "thesis_limbs/pck": (float(counts["thesis_limbs/pair_sum"]) / pairs if pairs
-                                else float("nan"))}
+
+    def ratio(a: str, b: str) -> float:
+        return float(counts[a]) / float(counts[b]) if float(counts[b]) else float("nan")
+
+    out = {"thesis_all/pck": ratio("all/sample_sum", "thesis/samples"),
+           "thesis_visible/pck": ratio("visible/sample_sum", "thesis/samples"),
+           "thesis_limbs/pck": ratio("thesis_limbs/pair_sum", "thesis_limbs/pair_count")}
     for s in SUBSETS:
         n = float(counts[f"{s}/sample_count"])
         jc, jn = counts[f"{s}/joint_correct"], counts[f"{s}/joint_count"]

@@ -7,11 +7,11 @@
 Each person box (COCO x, y, w, h in image pixels; none given: the whole image is one person)
 is cropped with the crop code data_prep used (the run's crop mode: `thesis` and `square` crop
 the square of side max(w, h) on the box centre inside the photo, `thesis` with its slice,
-resize and 1-pixel shift; `bbox_pad` the padded 1.25x square), the model predicts heatmaps, the keypoints are decoded
-(argmax, or as config.decode / --flip / --subpixel say) and mapped back to image pixels. The
-picture shows each skeleton (limbs coloured by side: left orange, right blue; joints below
---threshold dimmed) and its crop box; the JSON holds per person the keypoints as
-[x, y, score] (score = the heatmap peak) and their mean as the person's score.
+resize and 1-pixel shift; `bbox_pad` the padded 1.25x square), the model predicts heatmaps,
+the keypoints are decoded (argmax, or as config.decode / --flip / --subpixel say) and mapped
+back to image pixels. The picture shows each skeleton (limbs coloured by side: left orange,
+right blue; joints below --threshold dimmed) and its crop box; the JSON holds per person the
+keypoints as [x, y, score] (score = the heatmap peak) and their mean as the person's score.
 
 For a folder, --boxes is a COCO-style JSON: "images" (id, file_name relative to the folder)
 and "annotations" (image_id, bbox); images without annotations, or every image when no

@@ -15,6 +15,8 @@ Plain .npy files memory-map, so a reader never loads a split into memory.
 
 import numpy as np
 
+from shg_jax.skeleton import N_JOINTS
+
 FORMAT_VERSION = 1
 ARRAYS = ("images", "keypoints", "image_id", "ann_id")
 SPLITS = ("train", "val", "test")
@@ -22,7 +24,7 @@ META = "meta.json"
 PROGRESS = "progress.json"
 
 
-def empty_arrays(size: int, n_joints: int = 17) -> dict:
+def empty_arrays(size: int, n_joints: int = N_JOINTS) -> dict:
     """The arrays of a split with no crops (a test draw can take every train crop)."""
     return {"images": np.zeros((0, size, size, 3), np.uint8),
             "keypoints": np.zeros((0, n_joints, 3), np.float32),
