@@ -174,6 +174,9 @@ def test_thesis_analysis_defaults():
     assert latent.resolve_components(args.components, 4096)[-1] == 4096
     assert latent.resolve_components([1, 300, "last", 256], 256) == [1, 256]
     assert list(figures.PCK_BINS) == pytest.approx([i / 10 for i in range(11)])
+    fig = figures.pck_histograms(np.array([0.05, 0.5, 1.0]), np.array([0.0, 0.25, 0.95]))
+    assert [len(ax.patches) for ax in fig.axes] == [10, 10]         # bars of width 0.1
+    assert [p.get_height() for p in fig.axes[0].patches] == [1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
 
 
 def test_kmeans_max_iter_is_honoured():
@@ -194,3 +197,18 @@ def test_standardised_projection_scales_each_dimension():
     z = (x - x.mean(0)) / x.std(0)
     pair = (z[:, 1] + z[:, 2]) / np.sqrt(2)
     assert abs(np.corrcoef(coords[:, 0], pair)[0, 1]) > 0.99
+
+
+def test_skeleton_thumbnails_draw_the_argmax_joints(run):
+    size = run["split"].image_size
+    kps = np.zeros((2, 17, 3), np.float32)
+    kps[0, 5] = (16, 16, 2)                  # left shoulder
+    kps[0, 7] = (44, 40, 1)                  # left elbow (occluded: drawn all the same)
+    thumbs = latent.skeleton_thumbnails(run["steps"], kps, size)
+    assert [t.shape for t in thumbs] == [(size, size, 3)] * 2
+    drawn = np.any(thumbs[0] != 255, axis=-1)
+    # Joints sit at their heatmap cell in crop pixels (within a cell), the limb between them.
+    cell = size // 16
+    for x, y in ((16, 16), (44, 40), (30, 28)):
+        assert drawn[y - cell:y + cell + 1, x - cell:x + cell + 1].any(), (x, y)
+    assert not drawn[:, size - 8:].any() and not np.any(thumbs[1] != 255)   # nothing else

@@ -207,6 +207,7 @@ def test_bbox_pad_crop_pads_with_black():
     photo[:] = (200, 100, 50)
     box = crop.person_box("bbox_pad", kps({0: (50, 30, 2)}), [20, 10, 60, 40], 100, 60)
     assert box.as_list() == [12, -8, 87, 67]
+    assert not box.negative_start            # it starts above the photo but pads, never wraps
     out = box.crop(photo, 64)
     assert out.shape == (64, 64, 3)
     assert out[0, 32].tolist() == [0, 0, 0] and out[32, 32].tolist() == [200, 100, 50]

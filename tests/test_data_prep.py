@@ -96,7 +96,19 @@ def test_splits_counts_and_keypoints_inside(prepared, synth):
     # The thesis' test draw is crop by crop: no crop is in two splits, photos may be.
     assert not set(ids["train"]["ann_id"].tolist()) & set(ids["test"]["ann_id"].tolist())
     assert meta["test_split_by"] == "crop"
+    # ... and photos may be: on this data some photo gives crops to both train and test.
+    assert set(ids["train"]["image_id"].tolist()) & set(ids["test"]["image_id"].tolist())
     assert len(meta["mean_rgb"]) == 3 and all(0 < c < 1 for c in meta["mean_rgb"])
+
+
+def test_crop_split_is_a_seeded_draw(synth, prepared, tmp_path):
+    def test_ids(root):
+        split = data.Split(root, "test")
+        return set(split.gather(np.arange(len(split)))["ann_id"].tolist())
+
+    assert run_prep(synth, tmp_path / "seed1", "--seed", "1") == 0
+    other = test_ids(tmp_path / "seed1")
+    assert len(other) == 30 and other != test_ids(prepared)
 
 
 def test_test_split_by_image_keeps_photos_whole(synth, prepared, tmp_path):
