@@ -31,14 +31,17 @@ from shg_jax.heatmap import heatmap_argmax
 from shg_jax.skeleton import LIMB_JOINTS, LIMB_PAIRS
 
 SUBSETS = ("all", "visible", "limbs")
+#: The thesis' constants: correct when distance / c < THRESHOLD, c = H / NORMALIZER_DIVISOR.
+THRESHOLD = 0.5
+NORMALIZER_DIVISOR = 10.0
 
 
-def joint_hits(pred: jax.Array, gt: jax.Array, *, threshold: float = 0.5,
+def joint_hits(pred: jax.Array, gt: jax.Array, *, threshold: float = THRESHOLD,
                normalizer: float | None = None) -> tuple[jax.Array, jax.Array]:
     """(B, H, W, J) predicted and GT heatmaps -> (correct, annotated), both (B, J) bool.
 
     `annotated` is "the GT map is non-zero"; `correct` implies `annotated`."""
-    normalizer = gt.shape[-2] / 10.0 if normalizer is None else normalizer
+    normalizer = gt.shape[-3] / NORMALIZER_DIVISOR if normalizer is None else normalizer
     gt_peak, _ = heatmap_argmax(gt)
     pred_peak, _ = heatmap_argmax(pred)
     dist = jnp.linalg.norm((pred_peak - gt_peak).astype(jnp.float32), axis=-1)
@@ -63,7 +66,7 @@ def per_sample_pck(correct: jax.Array, annotated: jax.Array) -> tuple[jax.Array,
 
 
 def pck_counts(pred: jax.Array, gt: jax.Array, visibility: jax.Array,
-               valid: jax.Array | None = None, *, threshold: float = 0.5,
+               valid: jax.Array | None = None, *, threshold: float = THRESHOLD,
                normalizer: float | None = None) -> dict[str, jax.Array]:
     """Sums and counts for every subset.
 

@@ -186,9 +186,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarr
                 record = dict(config=config_json(config), epoch=epoch, step_in_epoch=0,
                               global_step=int(state.step), history=history,
                               best_loss=best_loss, best_pck=None, source=source)
-                ckpts.save("latest", state, record)
-                if best:
+                if best:                     # before latest, as in train._end_epoch
                     ckpts.save("best_loss", state, record)
+                ckpts.save("latest", state, record)
                 log(f"autoencoder epoch {epoch}: train loss {train_loss:.4g}, val loss "
                     f"{val_loss:.4g}, lr {lr:.3g}" + (", best" if best else ""), flush=True)
     finally:

@@ -91,11 +91,13 @@ class Steps:
                              in_shardings=(repl, data), out_shardings=data)
 
     def init_state(self) -> TrainState:
-        """Fresh parameters (from config.seed), optimizer state, replicated on the mesh."""
+        """Fresh parameters (from config.seed), optimizer state, replicated on the mesh.
+        Always new buffers: `train_step` donates its state, which must never delete the
+        initial parameters kept here for the next call."""
         params, batch_stats = self._init
         state = TrainState(jnp.zeros((), jnp.int32), params, batch_stats,
                            self.tx.init(params))
-        return shd.replicate(state, self.mesh)
+        return jax.device_put(state, shd.replicated(self.mesh), may_alias=False)
 
     def inputs(self, images: jax.Array) -> jax.Array:
         """uint8 (B, S, S, 3) -> float32 in [0, 1] minus the training mean RGB (thesis)."""

@@ -238,11 +238,13 @@ def _end_epoch(steps, state, run, val_split, config, logger, ckpts, mean_rgb):
     if best_loss:
         run.best_loss = val["loss"]
     rec = run.record(state, mean_rgb)
-    ckpts.save("latest", state, rec)
+    # "latest" last: saves commit in order, so once an epoch's latest checkpoint exists its
+    # best ones do too (a run killed in between resumes from the epoch before and redoes it).
     if best:
         ckpts.save("best", state, rec)
     if best_loss:
         ckpts.save("best_loss", state, rec)
+    ckpts.save("latest", state, rec)
     _log(f"epoch {run.epoch}: train loss {train_loss:.4g}, val loss {val['loss']:.4g}, "
           f"val PCK {val['all/pck']:.4f} (v=2 {val['visible/pck']:.4f}, limbs "
           f"{val['limbs/pck']:.4f}), lr {lr_used:.3g}" + (", best" if best else ""),

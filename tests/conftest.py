@@ -1,12 +1,37 @@
 """Shared fixtures: tiny models compiled once per module, the path to the real COCO slice."""
 
+import os
 import pathlib
+import shutil
 import struct
+import tempfile
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COCO_SAMPLE = REPO.parent / "shared" / "data" / "coco_sample"
+
+_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def pytest_configure(config):
+    """One persistent XLA compilation cache for the session, shared by the test process and
+    every subprocess it starts (they inherit the environment): the many `main.py` runs of the
+    same tiny model compile once instead of once each. Set before any test module imports JAX
+    (JAX reads these variables at import). The key covers the program, the devices and
+    XLA_FLAGS, so a cached executable is only reused where a compile would give the same one.
+    A cache the user set is kept; ours is deleted at the end."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    config._shg_cache = tempfile.mkdtemp(prefix="shg_jax_test_xla_cache_")
+    os.environ.update(_CACHE_ENV, JAX_COMPILATION_CACHE_DIR=config._shg_cache)
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_shg_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

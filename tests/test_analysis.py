@@ -134,8 +134,15 @@ def test_latent_command_writes_every_figure_it_links(run, tmp_path):
     assert [w["step"] for w in negative["1"]] == [-2, -2.25, -2.5, -2.75, -3]
     assert (out / "all-cluster_panels.png").stat().st_size > 10_000
     km = json.loads((out / "all-kmeans.json").read_text())
-    assert km["ks"] == [2, 3, 4] and km["best_k"] in (2, 3, 4)
-    assert sum(km["cluster_sizes"]) == len(run["split"])
+    assert km["ks"] == [2, 3, 4]
+    assert km["best_k"] == km["ks"][int(np.nanargmax(km["silhouette"]))]
+    assert len(km["cluster_sizes"]) == km["best_k"]
+    # The projection table's cluster column is the best K's clustering of every sample.
+    import csv
+    with open(out / "all-projection.csv") as f:
+        clusters = [int(row["cluster"]) for row in csv.DictReader(f)]
+    assert len(clusters) == len(run["split"])
+    assert np.bincount(clusters, minlength=km["best_k"]).tolist() == km["cluster_sizes"]
     walks = json.loads((out / "random30-pca_walks.json").read_text())
     assert set(walks) == {"1", "2", "256"}                   # 500 > 256 dims: skipped
     assert (out / "all-pca_projection.png").stat().st_size > 10_000

@@ -53,12 +53,33 @@ def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
     ae = pretrain.AutoencoderSteps(config)
     before = pretrain.validation_loss(ae, ae.init_state().params, val.latents.reshape(shape), 8)
 
-    # Resume with more epochs: the first two are kept as they were, a third is trained.
+    from shg_jax.checkpoint import Checkpoints
+
+    first_two = Checkpoints(workdir, read_only=True)
+    first_two = first_two.record("latest", first_two.latest_step())["history"]
+    # Resume with more epochs: the first two are kept as they were, four more are trained.
     config.pretrain.num_epochs = 6
     out = pretrain.pretrain(config, workdir, train.latents.reshape(shape),
                             val.latents.reshape(shape), source)
     history = out["history"]
     assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert history[:2] == first_two
+    # ... and the run ends exactly where six uninterrupted epochs end: the same history,
+    # parameters, optimizer state (learning rate included) and step, in every checkpoint.
+    straight = pretrain.pretrain(config, workdir.parent / "straight", train.latents.reshape(
+        shape), val.latents.reshape(shape), source)
+    assert straight["history"] == history
+    for kind in ("latest", "best_loss"):
+        resumed_ckpts = Checkpoints(workdir, read_only=True)
+        straight_ckpts = Checkpoints(workdir.parent / "straight", read_only=True)
+        a, rec_a = resumed_ckpts.restore(kind, resumed_ckpts.latest_step(kind), ae.init_state())
+        b, rec_b = straight_ckpts.restore(kind, straight_ckpts.latest_step(kind),
+                                          ae.init_state())
+        assert rec_a == rec_b, kind
+        leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+        assert len(leaves_a) == len(leaves_b) > 3
+        for x, y in zip(leaves_a, leaves_b):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     val_losses = [h["val_loss"] for h in history]
     # SGD at this learning rate is slow on these latents (mean square 238, variance 4):
     # six epochs remove ~5 % of the loss, far beyond the noise of an unchanged model.

@@ -218,3 +218,55 @@ def test_bbox_pad_crop_pads_with_black():
 def test_mode_names():
     assert crop.CROP_MODES == ("thesis", "square", "bbox_pad")
     assert math.isclose(crop.THESIS_MARGIN, 0.1)
+
+
+# --- crop pixels of a photo whose content is known ------------------------------------------
+
+def ramp_photo() -> np.ndarray:
+    """128x128 photo: red = 2x, green = 2y, blue = 77 at pixel (x, y)."""
+    y, x = np.mgrid[0:128, 0:128]
+    return np.stack([2 * x, 2 * y, np.full_like(x, 77)], -1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("box", [crop.CropBox(10, 20, 74, 84),
+                                 crop.ThesisBox(10, 20, 74, 84, 128, 128)],
+                         ids=["square", "thesis"])
+def test_crop_without_resize_is_the_photo_slice(box):
+    out = box.crop(ramp_photo(), 64).astype(int)
+    expected = ramp_photo()[20:84, 10:74].astype(int)
+    if isinstance(box, crop.ThesisBox):   # thesis: x / 255 * 255 truncated, 1 level low at most
+        assert np.all((expected - out >= 0) & (expected - out <= 1))
+        assert np.mean(out == expected) > 0.5
+    else:
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("mode", ["square", "thesis"])
+def test_halving_crop_samples_the_photo_at_pixel_centres(mode):
+    """A 64-px box shrunk to 32: away from the borders a linear ramp stays linear under both
+    resizers' symmetric filters, so output pixel (i, j) holds the ramp at the input
+    coordinate of its centre, x0 + 2j + 0.5: red 2 * (x0 + 2j + 0.5), an integer. Sampling
+    at pixel corners or the nearest pixel is off by a whole level; the thesis' uint8
+    truncation may lose one level to float rounding, never more."""
+    box = (crop.CropBox(32, 16, 96, 80) if mode == "square"
+           else crop.ThesisBox(32, 16, 96, 80, 128, 128))
+    out = box.crop(ramp_photo(), 32).astype(int)[3:-3, 3:-3]
+    j = np.arange(3, 29)
+    red, green = 2 * (32 + 2 * j + 0.5), 2 * (16 + 2 * j + 0.5)
+    diffs = [out[..., 0] - red[None, :], out[..., 1] - green[:, None], out[..., 2] - 77]
+    for channel, diff in enumerate(diffs):
+        if mode == "square":
+            assert np.all(diff == 0)
+        else:
+            assert np.all((diff <= 0) & (diff >= -1))
+            if channel < 2:                          # a ramp: mostly exact, never all low
+                assert np.mean(diff == 0) > 0.3
+
+
+def test_bbox_pad_crop_keeps_the_photo_and_pads_black_outside():
+    """A 96-px box hanging 32 px over the photo's top-left corner, kept at 96 px: the part
+    over the photo is the photo, the rest is black."""
+    out = crop.CropBox(-32, -32, 64, 64).crop(ramp_photo(), 96)
+    np.testing.assert_array_equal(out[:32], 0)
+    np.testing.assert_array_equal(out[:, :32], 0)
+    np.testing.assert_array_equal(out[32:, 32:], ramp_photo()[:64, :64])

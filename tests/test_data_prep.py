@@ -101,6 +101,46 @@ def test_splits_counts_and_keypoints_inside(prepared, synth):
     assert len(meta["mean_rgb"]) == 3 and all(0 < c < 1 for c in meta["mean_rgb"])
 
 
+def test_mean_rgb_is_the_mean_of_the_training_crops(prepared):
+    """The thesis' formula: per channel, the mean over every pixel of every training crop,
+    in [0, 1] (uint8 / 255); here against the stored crops themselves."""
+    split = data.Split(prepared, "train")
+    images = split.gather(np.arange(len(split)))["images"].astype(np.float64)
+    expected = images.reshape(-1, 3).sum(0) / (255.0 * images[..., 0].size)
+    np.testing.assert_allclose(data.load_meta(prepared)["mean_rgb"], expected, rtol=1e-12)
+    np.testing.assert_allclose(split.mean_rgb, expected, rtol=1e-6)     # float32 there
+
+
+def _one_person_coco(root: pathlib.Path, colours) -> None:
+    """A COCO folder whose photos are 100x100 of one colour each, one person per photo
+    (train2017 and val2017 alike)."""
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir(parents=True)
+        images, anns = [], []
+        for i, colour in enumerate(colours, start=1):
+            name = f"{i:012d}.png"
+            Image.new("RGB", (100, 100), colour).save(root / split / name)
+            images.append({"id": i, "file_name": name, "width": 100, "height": 100})
+            anns.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0,
+                         "area": 1600.0, "bbox": [30, 30, 40, 40], "num_keypoints": 2,
+                         "keypoints": [40, 35, 2] + [0, 0, 0] * 15 + [60, 65, 2]})
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"person_keypoints_{split}.json").write_text(json.dumps(
+            {"images": images, "annotations": anns,
+             "categories": [{"id": 1, "name": "person", "keypoints": [], "skeleton": []}]}))
+
+
+def test_mean_rgb_known_answer(tmp_path):
+    """Two photos of one colour each, square crops inside them: every crop pixel is its
+    photo's colour, so the training mean is ((200 + 40) / 2, ...) / 255 exactly."""
+    _one_person_coco(tmp_path / "coco", [(200, 100, 50), (40, 60, 80)])
+    assert run_prep(tmp_path / "coco", tmp_path / "out", "--crop-mode", "square",
+                    "--test-size", "0") == 0
+    meta = data.load_meta(tmp_path / "out")
+    assert data.Split(tmp_path / "out", "train").meta["count"] == 2
+    assert meta["mean_rgb"] == pytest.approx([120 / 255, 80 / 255, 65 / 255], abs=1e-12)
+
+
 def test_crop_split_is_a_seeded_draw(synth, prepared, tmp_path):
     def test_ids(root):
         split = data.Split(root, "test")

@@ -82,7 +82,7 @@ def tiny():
     # Non-trivial running statistics so that eval-mode BatchNorm is not the identity.
     images = jax.random.normal(jax.random.key(0), (4, 64, 64, 3))
     model.train()
-    model(images)
+    nnx.jit(lambda m, x: m(x))(model, images)          # one compile, not op by op
     model.eval()
     graphdef, state = nnx.split(model)
 

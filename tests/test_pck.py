@@ -108,3 +108,42 @@ def test_thesis_test_protocol():
     # Padding rows do not count as samples of the thesis' denominator.
     padded = summarize(pck_counts(pred, gt, vis, valid=jnp.array([True, True, True, False])))
     assert padded["thesis_all/pck"] == pytest.approx((3 / 4 + 2 / 3 + 1) / 3)
+
+
+def test_threshold_and_normaliser_on_the_evaluation_path():
+    """The eval step that training's validation and `shg_jax.evaluate` run scores a joint as
+    the thesis does: correct when the argmax distance is < 0.5 * H / 10 heatmap pixels.
+    On 256x256 maps the radius is 12.8: offsets (9, 9) = 12.73, (12, 0) and (0, 0) are hits,
+    (10, 8) = 12.81, (8, 10) and (0, 13) are misses. Any threshold outside (0.4972, 0.5002],
+    or a normaliser other than H / 10 (to 0.5 %), changes one of them."""
+    from conftest import tiny_train_config
+    from shg_jax.steps import Steps
+
+    steps = Steps(tiny_train_config("unused", **{"config.model.input_size": 1024}),
+                  (0.4, 0.4, 0.4))
+    offsets = [(9, 9), (12, 0), (0, 0), (10, 8), (8, 10), (0, 13)]
+    keypoints = np.zeros((1, J, 3), np.float32)
+    pred = np.zeros((1, 256, 256, J), np.float32)
+    for j, (dx, dy) in enumerate(offsets):
+        keypoints[0, j] = (4 * 100, 4 * 120, 2)          # the GT map peaks at (100, 120)
+        pred[0, 120 + dy, 100 + dx, j] = 1.0
+    steps._forward_eval = lambda state, images: jnp.asarray(pred)[None]
+    sums = steps._eval_step(None, {"images": np.zeros((1, 1024, 1024, 3), np.uint8),
+                                   "keypoints": jnp.asarray(keypoints),
+                                   "valid": jnp.ones(1, bool)})
+    out = summarize(sums)
+    assert out["all/per_joint"][:6] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert out["all/pck"] == pytest.approx(0.5)
+
+
+def test_limb_subsets_are_elbows_wrists_knees_ankles():
+    """With every joint annotated, the limbs subset counts exactly COCO's elbows (7, 8),
+    wrists (9, 10), knees (13, 14) and ankles (15, 16), and the thesis' limbs protocol sees
+    four pairs per sample."""
+    gt = peaks_to_maps({(0, j): (10 + j, 20) for j in range(J)}, b=1)
+    counts = pck_counts(gt, gt, jnp.full((1, J), 2.0))
+    out = summarize(counts)
+    counted = [j for j in range(J) if not np.isnan(out["limbs/per_joint"][j])]
+    assert counted == [7, 8, 9, 10, 13, 14, 15, 16]
+    assert float(counts["thesis_limbs/pair_count"]) == 4.0
+    assert out["thesis_limbs/pck"] == 1.0 and out["limbs/pck"] == 1.0

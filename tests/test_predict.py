@@ -120,6 +120,36 @@ def test_predict_cli_draws_and_writes_json(tiny_run, val_coco, tmp_path, capsys)
     assert not (tmp_path / "x.png").exists()
 
 
+def test_prediction_json_holds_known_image_coordinates(tiny_run, tmp_path, monkeypatch):
+    """A model whose heatmaps peak where this test puts them. Photo 200x100, box (10, 10, 30,
+    60): the thesis crop is the slice x 0..60, y 10..70 (worked out by hand in
+    test_whole_image_box_and_bbox_checks), shrunk from 60 to 64 px; heatmap cell (hx, hy) is
+    crop pixel (4 hx, 4 hy), i.e. image pixel (1 + 4 hx * 60 / 64, 11 + 4 hy * 60 / 64) with
+    the thesis' 1-pixel shift. The JSON lists [x, y, score], x first."""
+    peaks = [((j + 2) % 16, (3 * j + 1) % 16) for j in range(17)]
+    scores = [0.5 + j / 100 for j in range(17)]
+
+    def known_heatmaps(self, crops):
+        h = np.zeros((len(crops), 16, 16, 17), np.float32)
+        for j, (hx, hy) in enumerate(peaks):
+            h[:, hy, hx, j] = scores[j]
+        return h
+
+    monkeypatch.setattr(predict.Model, "__call__", known_heatmaps)
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+    Image.new("RGB", (200, 100), (90, 90, 90)).save(photo)
+    assert predict.main(["--workdir", str(tiny_run[0]), "--image", str(photo), "--bbox",
+                         "10,10,30,60", "--out", str(tmp_path / "pose.png")]) == 0
+    (person,) = json.loads((tmp_path / "pose.json").read_text())["images"][0]["people"]
+    assert person["bbox"] == [10, 10, 30, 60] and person["crop_box"] == [0, 10, 60, 70]
+    assert person["keypoints"][0] == [8.5, 14.75, 0.5]        # joint 0: cell (2, 1)
+    assert person["keypoints"][1] == [12.25, 26.0, 0.51]      # joint 1: cell (3, 4)
+    expected = [[1 + 3.75 * hx, 11 + 3.75 * hy, sc] for (hx, hy), sc in zip(peaks, scores)]
+    np.testing.assert_allclose(person["keypoints"], expected, atol=1e-9)
+    assert person["score"] == pytest.approx(np.mean(scores))
+
+
 def test_predict_folder_with_boxes_file(tiny_run, val_coco, tmp_path):
     import shutil
 
@@ -147,12 +177,27 @@ def test_predict_folder_with_boxes_file(tiny_run, val_coco, tmp_path):
                for im in images)
 
 
+#: COCO's left/right swap, joint by joint (nose; eyes, ears, shoulders, elbows, wrists, hips,
+#: knees, ankles as left/right pairs), written out from the COCO keypoint order.
+MIRRORED_JOINT = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
+
+
+def literal_unflip(h: np.ndarray) -> np.ndarray:
+    """(..., H, W, 17) maps of a mirrored crop -> the crop's frame, from the table above."""
+    return h[..., ::-1, :][..., MIRRORED_JOINT]
+
+
 def test_unflip_heatmaps_mirrors_and_swaps():
+    # Joint j peaks at row j // 4 + 1, column j % 8 with value j + 1: after unflipping, the
+    # map of joint MIRRORED_JOINT[j] peaks at column 7 - j % 8 of the same row.
     h = np.zeros((1, 8, 8, 17), np.float32)
-    h[0, 2, 1, 5] = 1.0                                  # left shoulder near the left edge
-    h[0, 3, 4, 0] = 0.5                                  # nose
+    for j in range(17):
+        h[0, j // 4 + 1, j % 8, j] = j + 1
     u = np.asarray(unflip_heatmaps(jnp.asarray(h)))
-    assert u[0, 2, 6, 6] == 1.0 and u[0, 3, 3, 0] == 0.5 and u.sum() == 1.5
+    for j in range(17):
+        m = MIRRORED_JOINT[j]
+        assert u[0, j // 4 + 1, 7 - j % 8, m] == j + 1, j
+        assert np.count_nonzero(u[..., m]) == 1
     np.testing.assert_array_equal(np.asarray(unflip_heatmaps(jnp.asarray(u))), h)
 
 
@@ -172,10 +217,12 @@ def test_flip_test_on_a_symmetric_input_is_consistent_with_swapping(tiny_data):
     s_plain, s_flip = Steps(plain, (0.4,) * 3), Steps(flipped, (0.4,) * 3)
     p = np.asarray(s_plain.infer(s_plain.init_state(), images))
     h = np.asarray(s_flip.infer(s_flip.init_state(), images))
-    swapped = np.asarray(unflip_heatmaps(jnp.asarray(p)))
+    # The crop is its own mirror image, so the flip test averages p with p mirrored and
+    # left/right swapped (built here from the literal table, not from unflip_heatmaps).
+    swapped = literal_unflip(p)
     assert np.abs(p - swapped).max() > 1e-3              # the model itself is not symmetric
     np.testing.assert_allclose(h, (p + swapped) / 2, atol=1e-5)
-    np.testing.assert_allclose(h, np.asarray(unflip_heatmaps(jnp.asarray(h))), atol=1e-5)
+    np.testing.assert_allclose(h, literal_unflip(h), atol=1e-5)
 
 
 def test_coco_ap_perfect_and_shifted_predictions(tiny_data):
@@ -201,14 +248,49 @@ def test_coco_ap_perfect_and_shifted_predictions(tiny_data):
     assert 1.0 > aps[0] > aps[1] > aps[2]
 
 
+#: COCO's per-joint OKS sigmas (pycocotools, COCO keypoint order).
+COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07,
+                        .87, .87, .89, .89]) / 10
+
+
+@pytest.mark.parametrize("shift,expected_ap", [(0.0, 1.0), (3.0, 0.9), (5.0, 0.8),
+                                               (10.0, 0.3)])
+def test_coco_ap_of_one_person_shifted_by_a_known_offset(shift, expected_ap):
+    """One person (area 10,000, 17 labelled joints), one prediction: every joint shifted
+    right by `shift` px. OKS = mean_j exp(-shift^2 / (2 area (2 sigma_j)^2)): 0.9487 for 3 px,
+    0.8712 for 5, 0.6470 for 10; a single match makes AP at threshold t 1 if OKS >= t, else
+    0, so AP is the share of t in 0.50, 0.55, ..., 0.95 at or below the OKS."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(100, 300, (17, 2))
+    oks = np.mean(np.exp(-shift ** 2 / (2 * 10000 * (2 * COCO_SIGMAS) ** 2)))
+    assert np.mean(np.arange(10) * 0.05 + 0.5 <= oks + 1e-12) == pytest.approx(expected_ap)
+    gt = {"images": [{"id": 7, "width": 400, "height": 400, "file_name": "x.jpg"}],
+          "categories": [{"id": 1, "name": "person"}],
+          "annotations": [{"id": 70, "image_id": 7, "category_id": 1, "iscrowd": 0,
+                           "area": 10000.0, "bbox": [100, 100, 200, 200], "num_keypoints": 17,
+                           "keypoints": np.concatenate([xy, np.full((17, 1), 2)], 1)
+                           .reshape(-1).tolist()}]}
+    predictions = coco_eval.results([7], (xy + [shift, 0.0])[None], np.ones((1, 17)))
+    stats = coco_eval.keypoint_ap(gt, predictions, [70])
+    assert stats["AP"] == pytest.approx(expected_ap, abs=1e-9)
+    assert stats["persons"] == 1 and stats["ignored_persons"] == 0
+
+
 def test_evaluate_coco_ap_cli(tiny_run, tmp_path, capsys):
+    """The CLI reports what the library computes for the run (with --subpixel honoured, every
+    val crop once); the library's arithmetic is pinned by the known-answer test above."""
     from shg_jax import evaluate
 
     out = tmp_path / "eval.json"
     assert evaluate.main(["--workdir", str(tiny_run[0]), "--split", "val", "--coco-ap",
                           "--subpixel", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert 0.0 <= result["coco"]["AP"] <= 1.0 and result["decode"]["subpixel"] is True
+    assert result["decode"]["subpixel"] is True
+    _, steps, state, _ = evaluate.load_run(tiny_run[0], "best", subpixel=True)
+    split = data.Split(steps.config.data_dir, "val")
+    expected = evaluate.evaluate_coco_ap(steps, state, split, 8)
+    assert result["coco"]["persons"] == len(split) == expected["persons"]
+    assert result["coco"]["AP"] == pytest.approx(expected["AP"], abs=1e-12)
     assert "top-down with ground-truth person boxes" in capsys.readouterr().out
     assert evaluate.main(["--workdir", str(tiny_run[0]), "--split", "test", "--coco-ap"]) == 2
     assert "--split val" in capsys.readouterr().err

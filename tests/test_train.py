@@ -22,8 +22,13 @@ from conftest import REPO, read_events, tiny_train_overrides
 MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 
 
+#: Every run here drops the learning rate after epoch 1 (1e-3 -> 2e-4), so a resume must
+#: restore the schedule and the rate inside the optimizer state, not start from the config's.
+RUN = {"config.plateau.milestones": "(1,)"}
+
+
 def main_cmd(data_dir, workdir, *extra, **overrides):
-    return MAIN + tiny_train_overrides(data_dir, workdir, **overrides) + list(extra)
+    return MAIN + tiny_train_overrides(data_dir, workdir, **{**RUN, **overrides}) + list(extra)
 
 
 def run_main(data_dir, workdir, *extra, **overrides):
@@ -34,6 +39,23 @@ def run_main(data_dir, workdir, *extra, **overrides):
 def params_of(workdir, checkpoint="latest"):
     _, _, state, record = evaluate.load_run(workdir, checkpoint)
     return [np.asarray(x) for x in jax.tree.leaves(state.params)], record
+
+
+def assert_same_run(workdir, reference):
+    """Every checkpoint kind restores to the same whole TrainState (step, parameters,
+    BatchNorm statistics, optimizer state with its learning rate) and the same record
+    (epoch, position, global step, schedule, epoch loss sums, history, best values, config,
+    mean RGB) as the uninterrupted reference run."""
+    for kind in ("latest", "best", "best_loss"):
+        _, _, state, record = evaluate.load_run(workdir, kind)
+        _, _, ref_state, ref_record = evaluate.load_run(reference, kind)
+        assert record == ref_record, kind
+        for part in ("step", "params", "batch_stats", "opt_state"):
+            leaves = jax.tree.leaves(getattr(state, part))
+            ref_leaves = jax.tree.leaves(getattr(ref_state, part))
+            assert len(leaves) == len(ref_leaves) > 0, (kind, part)
+            for a, b in zip(leaves, ref_leaves):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=part)
 
 
 def records(workdir):
@@ -71,6 +93,12 @@ def test_reference_run_writes_checkpoints_config_and_history(reference):
     history = recs[-1]["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_pck"] <= 1 for h in history)
+    # The milestone after epoch 1: epoch 2 trains at 2e-4, and the schedule says so.
+    assert [h["learning_rate"] for h in history] == pytest.approx([1e-3, 2e-4])
+    assert recs[-1]["schedule"]["lr"] == pytest.approx(2e-4)
+    assert recs[-1]["schedule"]["drops"] == 1 and recs[-1]["schedule"]["epochs"] == 2
+    assert recs[-1]["best_pck"] == max(h["val_pck"] for h in history)
+    assert recs[-1]["best_loss"] == min(h["val_loss"] for h in history)
     assert json.loads((reference / "config.json").read_text())["batch_size"] == 2
     assert (reference / "checkpoints" / "best").is_dir()
 
@@ -86,8 +114,11 @@ def test_tensorboard_has_the_tags_and_values(reference):
     logged = {step: v for t, step, v in scalars if t == "epoch/val_pck"}
     for h in history:
         assert logged[h["epoch"]] == pytest.approx(h["val_pck"], rel=1e-6)
-    lrs = [v for t, _, v in scalars if t == "train/learning_rate"]
-    assert lrs and all(v == pytest.approx(1e-3) for v in lrs)
+    per_epoch = records(reference)[0]["global_step"]       # steps in epoch 1
+    lrs = {step: v for t, step, v in scalars if t == "train/learning_rate"}
+    assert lrs and all(v == pytest.approx(1e-3 if step <= per_epoch else 2e-4)
+                       for step, v in lrs.items())
+    assert max(lrs) > per_epoch                          # epoch 2 was logged too
     assert sorted(step for _, step in images) == [1, 2]
 
 
@@ -124,11 +155,7 @@ def test_sigkill_in_epoch_2_then_rerun_equals_uninterrupted(tiny_data, reference
     out = run_main(tiny_data, workdir)
     assert out.returncode == 0, out.stderr
     assert "resuming" in out.stdout
-    resumed, rec = params_of(workdir)
-    expected, ref_rec = params_of(reference)
-    assert rec["global_step"] == ref_rec["global_step"]
-    for a, b in zip(resumed, expected):
-        np.testing.assert_array_equal(a, b)
+    assert_same_run(workdir, reference)
 
 
 def test_sigint_saves_mid_epoch_and_resumes_exactly(tiny_data, reference, tmp_path):
@@ -146,8 +173,11 @@ def test_sigint_saves_mid_epoch_and_resumes_exactly(tiny_data, reference, tmp_pa
     out = run_main(tiny_data, workdir)
     assert out.returncode == 0, out.stderr
     assert f"step {last['step_in_epoch']}" in out.stdout
-    for a, b in zip(params_of(workdir)[0], params_of(reference)[0]):
-        np.testing.assert_array_equal(a, b)
+    # The mid-epoch save holds the part of epoch 2's loss sum already trained ...
+    assert last["epoch_loss_count"] == last["step_in_epoch"] > 0
+    assert last["epoch_loss_sum"] > 0
+    # ... which the resumed run adds to: epoch 2's train loss and all else as uninterrupted.
+    assert_same_run(workdir, reference)
 
 
 def test_resuming_with_another_config_is_refused_unless_allowed(tiny_data, reference,
@@ -286,3 +316,35 @@ def test_profile_dir_holds_a_trace_of_training_steps(tiny_run):
     events = events["traceEvents"] if isinstance(events, dict) else events
     assert any("_train_step" in e.get("name", "") for e in events)
 
+
+
+def test_training_mean_rgb_is_subtracted_from_the_model_input():
+    """The model sees uint8 / 255 minus the training mean RGB, in the train step and in
+    evaluation: with mean (10, 20, 30) / 255, images A give what A - (10, 20, 30) gives with
+    a zero mean (up to float rounding), and clearly not what A itself gives."""
+    from shg_jax import sharding as shd
+    from shg_jax.steps import Steps
+    from conftest import tiny_train_config
+
+    config = tiny_train_config("unused", **{"config.batch_size": 2})
+    shift = np.array([10, 20, 30], np.uint8)
+    with_mean = Steps(config, shift / 255.0)
+    no_mean = Steps(config, (0.0, 0.0, 0.0))
+    rng = np.random.default_rng(0)
+    a = rng.integers(30, 256, (2, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(np.asarray(with_mean.inputs(a)), a / 255.0 - shift / 255.0,
+                               atol=1e-6)
+
+    def run(steps, images):
+        batch = shd.shard_batch({"images": images, "keypoints": np.tile(
+            np.array([[20.0, 30.0, 2.0]], np.float32), (2, 17, 1)),
+            "valid": np.ones(2, bool)}, steps.mesh)
+        heatmaps = np.asarray(steps.infer(steps.init_state(), batch["images"]))
+        _, loss = steps.train_step(steps.init_state(), batch)
+        return heatmaps, float(loss)
+
+    (h, loss), (h_ref, loss_ref), (h_raw, loss_raw) = (
+        run(with_mean, a), run(no_mean, a - shift), run(no_mean, a))
+    np.testing.assert_allclose(h, h_ref, atol=1e-5)
+    assert loss == pytest.approx(loss_ref, rel=1e-5)
+    assert np.abs(h - h_raw).max() > 1e-3 and loss != pytest.approx(loss_raw, rel=1e-5)

@@ -15,6 +15,7 @@ unbiased batch variance (x n / (n - 1)), flax with the biased one: `BatchNorm` d
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -22,8 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-#: Untruncated Glorot/Xavier normal: std = sqrt(2 / (fan_in + fan_out)).
-glorot_normal_untruncated = nnx.initializers.variance_scaling(1.0, "fan_avg", "normal")
+def glorot_normal_untruncated(key: jax.Array, shape, dtype: Any = jnp.float32) -> jax.Array:
+    """Untruncated Glorot/Xavier normal, std = sqrt(2 / (fan_in + fan_out)): the same values
+    as `nnx.initializers.variance_scaling(1.0, "fan_avg", "normal")` (threefry numbers the
+    draws in row-major order, so a flat draw reshaped is the same draw), but XLA:CPU
+    compiles a 1-D draw about 5x faster than a 4-D one, and building a model compiles one
+    draw per kernel shape: the thesis model starts seconds sooner, a tiny one 5x sooner."""
+    receptive = math.prod(shape[:-2])
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    variance = jnp.array(1.0 / ((fan_in + fan_out) / 2), dtype=dtype)
+    return (jax.random.normal(key, (math.prod(shape),), dtype) * jnp.sqrt(variance)
+            ).reshape(shape)
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
