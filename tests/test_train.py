@@ -225,7 +225,7 @@ TWO_DEVICES = textwrap.dedent("""
                                           ).astype(np.float32),
                  valid=np.ones(8, bool))
     out = {}
-    for optimizer in ("rmsprop", "sgd"):
+    for optimizer in ("sgd",):
         config = tiny_train_config("unused", **{"config.optimizer": optimizer,
                                                "config.learning_rate": 0.1,
                                                "config.model.dtype": "float64"})
@@ -245,34 +245,26 @@ TWO_DEVICES = textwrap.dedent("""
 
 def test_one_step_on_two_devices_equals_one_device():
     # Computed in float64 (parameters stay float32) so that summation order, which differs
-    # between 1 and 2 devices, cannot hide a real difference behind float32 noise.
+    # between 1 and 2 devices, cannot hide a real difference behind float32 noise. SGD moves
+    # each parameter by lr x its gradient, so equal parameters mean equal all-reduced
+    # gradients (the optimizer itself runs replicated, the same on any device count).
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
     proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    for opt in ("rmsprop", "sgd"):
-        one, two = out[f"{opt}-1"], out[f"{opt}-2"]
-        assert two["loss"] == pytest.approx(one["loss"], abs=1e-6)
-        # BatchNorm statistics are over the global batch of 8, not per-device halves.
-        for a, b in zip(one["stats"], two["stats"]):
-            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
-    # SGD: params move by lr * grad, and the float64 gradients agree to ~1e-12, so the
-    # float32 parameters agree to their last bit or two; the update itself must be large.
-    for a, b in zip(out["sgd-1"]["params"], out["sgd-2"]["params"]):
+    one, two = out["sgd-1"], out["sgd-2"]
+    assert two["loss"] == pytest.approx(one["loss"], abs=1e-6)
+    # BatchNorm statistics are over the global batch of 8, not per-device halves.
+    for a, b in zip(one["stats"], two["stats"]):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
-    moved = max(np.abs(np.subtract(a, i)).max()
-                for a, i in zip(out["sgd-1"]["params"], out["sgd-1"]["init"]))
+    # The float64 gradients agree to ~1e-12, so the float32 parameters agree to their last
+    # bit or two; the update itself must be large.
+    for a, b in zip(one["params"], two["params"]):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
+    moved = max(np.abs(np.subtract(a, i)).max() for a, i in zip(one["params"], one["init"]))
     assert moved > 1e-3
-    # RMSProp's first step is lr * g / (sqrt(0.01 g^2) + eps) ~ 10 lr sign(g): equal as well,
-    # except where a gradient is itself summation noise (conv biases that feed a BatchNorm
-    # have a true gradient of exactly zero); those may take either sign, and must be rare.
-    diffs = [np.abs(np.subtract(b, a)) for a, b in zip(out["rmsprop-1"]["params"],
-                                                       out["rmsprop-2"]["params"])]
-    total = sum(d.size for d in diffs)
-    off = sum(int((d > 1e-6).sum()) for d in diffs)
-    assert off / total < 1e-2
 
 
 def test_training_steps_learn_the_keypoints(tiny_data):
