@@ -211,6 +211,17 @@ def test_kernel_init_is_untruncated_glorot_normal_and_biases_zero():
     assert abs(lin.std() / math.sqrt(2.0 / (1024 + 50)) - 1) < 0.05
 
 
+def test_flat_glorot_draw_equals_flax_variance_scaling():
+    """The fast initialiser draws exactly what flax's untruncated fan_avg normal draws."""
+    from shg_jax.models.layers import glorot_normal_untruncated
+
+    reference = nnx.initializers.variance_scaling(1.0, "fan_avg", "normal")
+    for i, shape in enumerate([(3, 3, 16, 8), (7, 7, 3, 8), (64, 6), (1, 1, 8, 16)]):
+        key = jax.random.key(i)
+        np.testing.assert_array_equal(np.asarray(glorot_normal_untruncated(key, shape)),
+                                      np.asarray(reference(key, shape)))
+
+
 # --- PyTorch's defaults the thesis inherits: bias init, unbiased running variance ----------
 
 def test_pytorch_bias_init_bounds_per_layer():

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+
 def glorot_normal_untruncated(key: jax.Array, shape, dtype: Any = jnp.float32) -> jax.Array:
     """Untruncated Glorot/Xavier normal, std = sqrt(2 / (fan_in + fan_out)): the same values
     as `nnx.initializers.variance_scaling(1.0, "fan_avg", "normal")` (threefry numbers the
@@ -34,6 +35,7 @@ def glorot_normal_untruncated(key: jax.Array, shape, dtype: Any = jnp.float32) -
     variance = jnp.array(1.0 / ((fan_in + fan_out) / 2), dtype=dtype)
     return (jax.random.normal(key, (math.prod(shape),), dtype) * jnp.sqrt(variance)
             ).reshape(shape)
+
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
