@@ -60,11 +60,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(pids, port, data_dir, workdir, env):
+def launch(runs, data_dir):
+    """Starts every (pid, port, workdir, env) worker at once (XLA compiles on one core, so
+    the single-process run overlaps the pair) and returns each one's history."""
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(pid), str(port),
                                str(data_dir), str(workdir)], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for pid in pids]
+             for pid, port, workdir, env in runs]
     outs = []
     try:
         for p in procs:
@@ -82,11 +84,10 @@ def launch(pids, port, data_dir, workdir, env):
 
 def test_two_processes_match_one(mini_data, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    two = tmp_path / "two"
-    histories = launch([0, 1], free_port(), mini_data, two, env)
-    one = tmp_path / "one"
+    two, one, port = tmp_path / "two", tmp_path / "one", free_port()
     single_env = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    (reference,) = launch([-1], 0, mini_data, one, single_env)
+    *histories, reference = launch([(0, port, two, env), (1, port, two, env),
+                                    (-1, 0, one, single_env)], mini_data)
 
     # Both processes end with identical parameters, equal to the single-process run's
     # (same devices, same global batches, same reductions: float32 agreement to 1e-6).

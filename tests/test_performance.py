@@ -17,11 +17,15 @@ from shg_jax.cpu_flags import CPU_DEFAULTS, YNN_FLAG
 from conftest import REPO
 
 
-def run_python(code: str, **env) -> subprocess.CompletedProcess:
+def python_env(**env) -> dict:
+    """This environment without the user's XLA settings, plus `env`."""
     full = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SHG_JAX_XLA_DEFAULTS")}
-    full.update(env)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=full,
-                          capture_output=True, text=True, timeout=300)
+    return dict(full, **env)
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
+                          env=python_env(**env), capture_output=True, text=True, timeout=300)
 
 
 SHOW_FLAGS = "import os, shg_jax; print('FLAGS=' + os.environ.get('XLA_FLAGS', ''))"
@@ -65,14 +69,22 @@ GRADS = """
 
 
 def test_cpu_default_gives_the_same_loss_and_gradients(tmp_path):
-    """The flag only swaps convolution kernels: equal results up to float32 rounding."""
-    results = []
-    for name, env in [("default", {}), ("ynn", {"SHG_JAX_XLA_DEFAULTS": "0"})]:
-        out = tmp_path / f"{name}.npz"
-        proc = run_python(GRADS.replace("{out}", str(out)), **env)
-        assert proc.returncode == 0, proc.stderr
-        results.append(np.load(out))
-    a, b = results
+    """The flag only swaps convolution kernels: equal results up to float32 rounding. (Both
+    processes at once: XLA compiles on one core.)"""
+    procs = {name: subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(GRADS.replace("{out}", str(tmp_path / name)))],
+        cwd=REPO, env=python_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for name, env in [("default.npz", {}),
+                                     ("ynn.npz", {"SHG_JAX_XLA_DEFAULTS": "0"})]}
+    try:
+        for proc in procs.values():
+            _, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 0, stderr
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+    a, b = (np.load(tmp_path / name) for name in procs)
     assert len(a.files) > 10
     # Biases followed by BatchNorm have a true gradient of 0 (both runs give rounding noise
     # of ~1e-9), so the absolute tolerance is relative to the largest gradient.
