@@ -112,3 +112,13 @@ def read_events(logdir):
                 else:
                     scalars.append((v.tag, event.step, v.simple_value))
     return scalars, images, files
+
+
+def jaxpr_equations(jaxpr):
+    """Every equation of a jaxpr, including those inside pjit/custom_vjp/remat sub-jaxprs."""
+    import jax.extend
+
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from jaxpr_equations(sub)

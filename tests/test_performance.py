@@ -7,14 +7,13 @@ import sys
 import textwrap
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from shg_jax.cpu_flags import CPU_DEFAULTS, YNN_FLAG
 
-from conftest import REPO
+from conftest import REPO, jaxpr_equations
 
 
 def python_env(**env) -> dict:
@@ -110,7 +109,7 @@ def test_bfloat16_computes_in_bf16_with_float32_state(bf16_steps, tiny_data):
     rows = data.Split(tiny_data, "train").gather(np.arange(4))
     batch = shd.shard_batch(rows, bf16_steps.mesh)
     jaxpr = jax.make_jaxpr(bf16_steps._train_step)(state, batch)
-    conv_dtypes = {str(e.invars[0].aval.dtype) for e in _eqns(jaxpr.jaxpr)
+    conv_dtypes = {str(e.invars[0].aval.dtype) for e in jaxpr_equations(jaxpr.jaxpr)
                    if e.primitive.name == "conv_general_dilated"}
     assert conv_dtypes == {"bfloat16"}
     state, loss = bf16_steps.train_step(state, batch)
@@ -120,11 +119,3 @@ def test_bfloat16_computes_in_bf16_with_float32_state(bf16_steps, tiny_data):
         assert dtypes == {jnp.dtype(jnp.float32)}
     heatmaps, _ = bf16_steps.predict(state, batch)
     assert heatmaps.dtype == jnp.bfloat16
-
-
-def _eqns(jaxpr):
-    """Every equation, including those inside pjit/custom_vjp/remat sub-jaxprs."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            yield from _eqns(sub)

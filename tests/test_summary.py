@@ -4,13 +4,12 @@ import subprocess
 import sys
 
 import jax
-import jax.extend
 from flax import nnx
 
 from shg_jax.models import build_model, model_config
 from shg_jax.models.__main__ import forward_flops, parameter_table
 
-from conftest import REPO
+from conftest import REPO, jaxpr_equations
 
 
 def test_parameter_table_groups_every_parameter():
@@ -37,7 +36,7 @@ def test_forward_flops_counts_the_stem_convolution():
     jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(
         state, jax.ShapeDtypeStruct((1, 64, 64, 3), jax.numpy.float32))
     conv = 0
-    for eqn in _eqns(jaxpr.jaxpr):
+    for eqn in jaxpr_equations(jaxpr.jaxpr):
         if eqn.primitive.name == "conv_general_dilated":
             (_, h, w, _), (kh, kw, cin, cout) = (eqn.outvars[0].aval.shape,
                                                  eqn.invars[1].aval.shape)
@@ -47,12 +46,6 @@ def test_forward_flops_counts_the_stem_convolution():
     # XLA leaves out the multiply-adds on zero padding (a few % of a 3x3 conv at 16x16).
     assert 0.9 * conv <= flops <= 1.2 * conv, (flops, conv)
 
-
-def _eqns(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            yield from _eqns(sub)
 
 
 def test_summary_cli_prints_the_thesis_total():
