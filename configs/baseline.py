@@ -8,6 +8,7 @@ from `python -m data_prep.coco --coco-root COCO_DIR --out data/coco`.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from shg_jax.models import model_config
 
@@ -31,8 +32,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Heatmap decoding for evaluation and prediction. Thesis: plain argmax, no flip test.
     # flip: average with the prediction on the mirrored crop (left/right joints swapped);
     # subpixel: Newell's quarter-pixel shift toward the higher neighbour (coordinates only,
-    # so it changes predicted keypoints and COCO AP, not the heatmap-argmax PCK).
-    config.decode = ml_collections.ConfigDict(dict(flip=False, subpixel=False))
+    # so it changes predicted keypoints and COCO AP, not the heatmap-argmax PCK);
+    # flip_shift: cells the flipped-back maps move right; None derives it from the geometry
+    # and the training labels (heatmap.flip_shift: 0.75 for pixel-index labels).
+    config.decode = ml_collections.ConfigDict(dict(
+        flip=False, subpixel=False, flip_shift=config_dict.placeholder(float)))
 
     config.batch_size = 16
     config.eval_batch_size = 16

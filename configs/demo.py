@@ -30,7 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
     # horizontally) discards about half of them; "square" gives the demo 1.8x the data.
     config.synthetic = ml_collections.ConfigDict(dict(train=2400, val=200, seed=0,
                                                       image_size=128, crop_mode="square"))
-    config.data_dir = os.path.join(CACHE, "synthetic-demo-v3")
+    # v4: meta.json records the labels' offset (the flip test's shift) and the synthetic set
+    # holds a stand-in detections file for --person-boxes; older caches lack both.
+    config.data_dir = os.path.join(CACHE, "synthetic-demo-v4")
     config.model.update(dict(input_size=128, features=64, mid_features=32, stem_features=32,
                              depth=3, residual_skip="identity"))
     config.heatmap.style = "newell"

@@ -279,6 +279,9 @@ def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
     dropped = collections.Counter(plan.dropped)
     dropped.update(state.dropped)
     mean = [s / (255.0 * state.pixels) if state.pixels else None for s in state.rgb_sum]
+    offsets = [cropping.label_offsets_x(p.box, p.keypoints, size)
+               for t in plan.tasks for p in t.persons]
+    offsets = np.concatenate(offsets) if offsets else np.zeros(0)
     meta = dict(split=name, count=state.count, shards=state.shards,
                 persons_seen=plan.persons_seen,
                 persons_with_keypoints=plan.persons_with_keypoints,
@@ -286,7 +289,9 @@ def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
                 negative_start=sum(p.box.negative_start for t in plan.tasks
                                    for p in t.persons),
                 unreadable_images=state.unreadable, images=len(plan.tasks),
-                mean_rgb=mean, format_version=shards.FORMAT_VERSION)
+                mean_rgb=mean,
+                label_offset_x=float(offsets.mean()) if len(offsets) else 0.0,
+                format_version=shards.FORMAT_VERSION)
     fileio.write_json(split_dir / shards.META, meta)
     return meta
 
@@ -343,6 +348,8 @@ def run(args) -> int:
                for name, m in metas.items()}
     fileio.write_json(out / shards.META, dict(settings, splits=summary,
                                               mean_rgb=metas["train"]["mean_rgb"],
+                                              label_offset_x=metas["train"].get(
+                                                  "label_offset_x", 0.0),
                                               image_size=args.size))
     for name in ("train", "val", "test"):
         m = summary[name]

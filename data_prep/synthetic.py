@@ -12,6 +12,10 @@ joints hidden by an occluder or by a figure drawn in front are labelled v=1; joi
 the image, and a few random ones, are unlabelled (v=0). Some images also hold a small background figure annotated with no
 keypoints, as COCO does, so the preparation's filters are exercised. Deterministic for a seed:
 image i of a split depends only on (seed, split, i).
+
+DIR/annotations/person_detections_val2017.json stands in for a person detector's output: the
+box of every annotated val figure with score 1, in the COCO detection-results format that
+`shg_jax.evaluate --person-boxes` and `shg_jax.predict --person-boxes` read.
 """
 
 from __future__ import annotations
@@ -263,6 +267,11 @@ def write_split(out: pathlib.Path, source: str, count: int, seed: int, size: int
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     fileio.write_bytes(out / "annotations" / f"person_keypoints_{source}.json",
                        json.dumps(coco).encode())
+    if source.startswith("val"):
+        detections = [dict(image_id=a["image_id"], bbox=a["bbox"], score=1.0, category_id=1)
+                      for a in annotations]
+        fileio.write_bytes(out / "annotations" / f"person_detections_{source}.json",
+                           json.dumps(detections).encode())
 
 
 def _jpeg(img: Image.Image) -> bytes:

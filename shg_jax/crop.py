@@ -84,6 +84,12 @@ class CropBox:
         """(..., 2) crop coordinates -> image coordinates (inverse of `to_crop`)."""
         return np.asarray(xy, np.float64) / self._scale(size) + (self.x0, self.y0)
 
+    def pixel_to_crop(self, xy: np.ndarray, size: int) -> np.ndarray:
+        """(..., 2) image pixel indices -> where the resize puts those pixels' centres in the
+        crop, as (fractional) crop pixel indices: (p + 0.5 - (x0, y0)) * scale - 0.5, the
+        half-pixel grid of Pillow's resize (and of skimage's)."""
+        return (np.asarray(xy, np.float64) + 0.5 - (self.x0, self.y0)) * self._scale(size) - 0.5
+
     def crop(self, photo: np.ndarray, size: int) -> np.ndarray:
         """(H, W, 3) uint8 photo -> (size, size, 3) uint8 crop; black outside the photo,
         resized with Pillow's bilinear filter (antialiased when shrinking)."""
@@ -130,12 +136,35 @@ class ThesisBox(CropBox):
         return np.asarray(xy, np.float64) * (np.array([w, h]) / size) + (self.x0 + 1,
                                                                           self.y0 + 1)
 
+    def pixel_to_crop(self, xy: np.ndarray, size: int) -> np.ndarray:
+        """As CropBox's, on the rows and columns the thesis' slice really takes."""
+        rows, cols = self.slices()
+        h, w = self.crop_hw
+        return ((np.asarray(xy, np.float64) + 0.5 - (cols.start, rows.start))
+                * (size / np.array([w, h])) - 0.5)
+
     def crop(self, photo: np.ndarray, size: int) -> np.ndarray:
         """The thesis' crop: the numpy slice, `resize_like_skimage`, `(img * 255)` truncated
         to uint8."""
         rows, cols = self.slices()
         resized = resize_like_skimage(photo[rows, cols], (size, size))
         return (resized * 255).astype(np.uint8)
+
+
+def label_offsets_x(box: CropBox, keypoints, size: int) -> np.ndarray:
+    """How far right of the pixel it marks each labelled joint's crop label lies, in crop
+    pixels: label x minus `pixel_to_crop` x, over the joints labelled inside the crop.
+
+    Annotations are read as pixel indices (COCO's keypoints are, and the synthetic figures
+    are drawn so). Each crop mode has its own offset: "square" and "bbox_pad" label with the
+    continuous (p - x0) * scale, half a pixel off the resize grid: (1 - scale) / 2; the thesis'
+    floored (p - 1 - x0) * scale lies 1.5 x scale pixels left on average (1.5 x scale - 0.5
+    where scale and keypoints are integers: 1 pixel at scale 1). A
+    model learns its labels' offset, which the flip test must undo (`heatmap.flip_shift`)."""
+    kps = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    labels = box.to_crop(kps, size)
+    inside = (labels[:, 2] > 0) & np.all((labels[:, :2] >= 0) & (labels[:, :2] < size), axis=1)
+    return labels[inside, 0] - box.pixel_to_crop(kps[inside, :2], size)[:, 0]
 
 
 def _with_visibility(xy: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -71,6 +71,8 @@ class Split:
             raise DataError(f"{self.dir} holds {self.offsets[-1]} samples but its meta.json "
                             f"says {self.meta['count']}; prepare it again with --overwrite")
         self.mean_rgb = np.asarray(self.meta_all["mean_rgb"], np.float32)
+        # Data prepared before the offset was recorded: labels taken as pixel indices.
+        self.label_offset_x = float(self.meta_all.get("label_offset_x", 0.0))
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

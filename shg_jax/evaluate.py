@@ -2,11 +2,13 @@
 
     python -m shg_jax.evaluate --workdir DIR [--checkpoint best|latest|best_loss|EPOCH]
         [--split val|test] [--data_dir DIR] [--out FILE.json] [--flip] [--subpixel]
-        [--coco-ap]
+        [--coco-ap] [--person-boxes DETECTIONS.json]
 
 The same evaluation training runs after every epoch, so on `--split val` it reproduces the
 numbers training logged for that epoch. `--coco-ap` adds COCO keypoint AP/AR on the val
-split (pycocotools, top-down with the ground-truth boxes; see shg_jax.coco_eval).
+split (pycocotools, top-down with the ground-truth boxes; see shg_jax.coco_eval);
+`--person-boxes` adds it from a detector's person boxes (the COCO detection-results format,
+e.g. HRNet's published val2017 person detections), the protocol of published numbers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from shg_jax import coco_eval, data, fileio, pck
+from shg_jax import coco_eval, data, fileio, pck, topdown
 from shg_jax import sharding as shd
 from shg_jax.checkpoint import CheckpointError, Checkpoints
 from shg_jax.heatmap import decode_heatmaps
@@ -54,14 +56,18 @@ def evaluate_split(steps: Steps, state, split: data.Split, batch_size: int, *,
     return result
 
 
+def _check_coco_split(split: data.Split, flag: str) -> None:
+    if split.name != "val":
+        raise coco_eval.CocoEvalError(f"{flag} evaluates the val split (COCO val2017): "
+                                      f"use --split val, not --split {split.name}")
+    if jax.process_count() > 1:
+        raise coco_eval.CocoEvalError(f"{flag} runs in one process")
+
+
 def evaluate_coco_ap(steps: Steps, state, split: data.Split, batch_size: int) -> dict:
     """COCO keypoint AP/AR of the val split, top-down with the ground-truth person boxes:
     decoded keypoints (config.decode) mapped back to the original images."""
-    if split.name != "val":
-        raise coco_eval.CocoEvalError("--coco-ap evaluates the val split (COCO val2017): "
-                                      f"use --split val, not --split {split.name}")
-    if jax.process_count() > 1:
-        raise coco_eval.CocoEvalError("--coco-ap runs in one process")
+    _check_coco_split(split, "--coco-ap")
     meta = data.load_meta(split.dir.parent)
     coco = coco_eval.val_annotations(meta)
     size = steps.config.model.input_size
@@ -85,6 +91,58 @@ def evaluate_coco_ap(steps: Steps, state, split: data.Split, batch_size: int) ->
                                          np.concatenate(xy), np.concatenate(scores))
 
 
+def evaluate_person_boxes(steps: Steps, state, split: data.Split, batch_size: int,
+                          detections) -> dict:
+    """COCO keypoint AP/AR of val2017 from a detector's person boxes (`detections`: a COCO
+    detection-results file), the protocol of published top-down numbers: each box is cropped
+    from its photo with the run's crop rule (box-only for "thesis" and "square": see
+    shg_jax.topdown), scored box score x mean joint peak, OKS-NMS'd per photo, and COCOeval
+    counts every annotated person of the evaluated photos (all of val2017, or the photos the
+    data was prepared from when it was made with --limit)."""
+    _check_coco_split(split, "--person-boxes")
+    meta = data.load_meta(split.dir.parent)
+    coco = coco_eval.val_annotations(meta)
+    images = {im["id"]: im for im in coco["images"]}
+    if meta.get("limit"):
+        with_people = {a["image_id"] for a in coco["annotations"]}
+        images = {i: images[i] for i in sorted(with_people)[:meta["limit"]]}
+    ann_file = pathlib.Path(meta["source"]) / "annotations" / "person_keypoints_val2017.json"
+    boxes = coco_eval.read_person_boxes(detections, set(images), f"the image ids of "
+                                        f"{ann_file}")
+    boxes = {i: b for i, b in boxes.items() if i in images}
+    folder = pathlib.Path(meta["source"]) / "val2017"
+    order = sorted(boxes)
+
+    def photos():
+        for image_id in order:
+            try:
+                photo = topdown.load_photo(folder / images[image_id]["file_name"])
+            except topdown.PhotoError as e:
+                raise coco_eval.CocoEvalError(f"{e}; --person-boxes crops the val2017 photos "
+                                              f"the data was prepared from (meta.json "
+                                              f"'source')") from e
+            dets = boxes[image_id]
+            yield photo, [b for b, _ in dets], [s for _, s in dets]
+
+    predictions = []
+    with Progress(len(order), "COCO AP, detector boxes", unit="img") as progress:
+        people_per_photo = topdown.predict_photos(
+            photos(), topdown.RunHeatmaps(steps, state, batch_size),
+            input_size=steps.config.model.input_size, crop_mode=meta["crop_mode"],
+            subpixel=steps.subpixel, batch_size=batch_size)
+        for image_id, people in zip(order, people_per_photo):
+            people = topdown.oks_nms(people)
+            predictions += coco_eval.results([image_id] * len(people),
+                                             np.stack([p.keypoints for p in people]),
+                                             np.stack([p.scores for p in people]),
+                                             [p.score for p in people])
+            progress.update(1)
+    stats = coco_eval.keypoint_ap(coco, predictions, image_ids=set(images))
+    stats["detections"] = sum(len(d) for d in boxes.values())
+    stats["kept_after_nms"] = len(predictions)
+    return stats
+
+
 def format_table(result: dict) -> str:
     lines = [f"{'subset':<10}{'PCK':>8}{'pooled':>9}{'samples':>9}"]
     for s in pck.SUBSETS:
@@ -101,9 +159,10 @@ def format_table(result: dict) -> str:
 
 
 def load_run(workdir, checkpoint: str = "best", data_dir: str | None = None, *,
-             flip: bool | None = None, subpixel: bool | None = None):
+             flip: bool | None = None, subpixel: bool | None = None,
+             flip_shift: float | None = None):
     """A trained run -> (config, steps, state, record) for evaluation or analysis.
-    `flip` / `subpixel` override the run's config.decode (None keeps it)."""
+    `flip` / `subpixel` / `flip_shift` override the run's config.decode (None keeps it)."""
     ckpts = Checkpoints(workdir, read_only=True)
     kind, step = ckpts.find(checkpoint)
     record = ckpts.record(kind, step)
@@ -111,23 +170,41 @@ def load_run(workdir, checkpoint: str = "best", data_dir: str | None = None, *,
     if data_dir:
         config.data_dir = str(data_dir)
     config.decode = ml_collections.ConfigDict(config.get("decode") or DEFAULT_DECODE)
-    for name, value in (("flip", flip), ("subpixel", subpixel)):
+    for name, value in (("flip", flip), ("subpixel", subpixel), ("flip_shift", flip_shift)):
         if value is not None:
             config.decode[name] = value
-    mean = record.get("mean_rgb") or data.load_meta(config.data_dir)["mean_rgb"]
-    steps = Steps(config, mean)
+    mean, offset = record.get("mean_rgb"), record.get("label_offset_x")
+    if mean is None or offset is None:            # runs made before the record held them
+        try:
+            meta = data.load_meta(config.data_dir)
+        except data.DataError:
+            if mean is None:
+                raise
+            meta = {}
+        mean = meta["mean_rgb"] if mean is None else mean
+        offset = meta.get("label_offset_x", 0.0) if offset is None else offset
+    steps = Steps(config, mean, label_offset_x=offset)
     state, record = ckpts.restore(kind, step, steps.init_state())
     return config, steps, state, record
 
 
 def add_decode_arguments(p: argparse.ArgumentParser) -> None:
-    """--flip / --subpixel (and --no-...): override the run's config.decode."""
+    """--flip / --subpixel (and --no-...) / --flip-shift: override the run's config.decode."""
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="flip test: average with the mirrored crop's prediction (default: "
                         "the run's config.decode.flip; thesis: off)")
     p.add_argument("--subpixel", action=argparse.BooleanOptionalAction, default=None,
                    help="quarter-pixel shift toward the higher neighbour (default: the "
                         "run's config.decode.subpixel; thesis: off)")
+    p.add_argument("--flip-shift", type=float, metavar="CELLS",
+                   help="with --flip: heatmap cells the flipped-back maps move right "
+                        "(default: the run's config.decode.flip_shift, or derived from the "
+                        "training labels: shg_jax.heatmap.flip_shift)")
+
+
+def decode_overrides(args: argparse.Namespace) -> dict:
+    """The load_run keywords of the flags add_decode_arguments declares."""
+    return dict(flip=args.flip, subpixel=args.subpixel, flip_shift=args.flip_shift)
 
 
 def main(argv=None) -> int:
@@ -145,16 +222,24 @@ def main(argv=None) -> int:
     p.add_argument("--coco-ap", action="store_true",
                    help="also COCO keypoint AP/AR (pycocotools) on the val split, top-down "
                         "with the ground-truth person boxes")
+    p.add_argument("--person-boxes", metavar="DETECTIONS.json",
+                   help="also COCO keypoint AP/AR on the val split from these person "
+                        "detections (COCO detection-results format: image_id, bbox, score, "
+                        "category_id), OKS-NMS 0.9, as published top-down numbers are")
     args = p.parse_args(argv)
     try:
         config, steps, state, record = load_run(args.workdir, args.checkpoint, args.data_dir,
-                                                flip=args.flip, subpixel=args.subpixel)
+                                                **decode_overrides(args))
         split = data.Split(config.data_dir, args.split)
         batch_size = args.batch_size or config.eval_batch_size
         coco = evaluate_coco_ap(steps, state, split, batch_size) if args.coco_ap else None
+        detected = (evaluate_person_boxes(steps, state, split, batch_size, args.person_boxes)
+                    if args.person_boxes else None)
         result = evaluate_split(steps, state, split, batch_size)
         if coco:
             result["coco"] = coco
+        if detected:
+            result["coco_person_boxes"] = dict(detected, detections_file=args.person_boxes)
     except (CheckpointError, data.DataError, coco_eval.CocoEvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -169,6 +254,12 @@ def main(argv=None) -> int:
         print(f"COCO keypoint AP, top-down with ground-truth person boxes: {c['persons']} "
               f"persons in {c['images']} images ({c['ignored_persons']} with keypoints that "
               f"the crop rules dropped are ignored)")
+        print(c["summary"].rstrip())
+    if args.person_boxes:
+        c = result["coco_person_boxes"]
+        print(f"COCO keypoint AP, top-down with the person boxes of {args.person_boxes}: "
+              f"{c['detections']} detections, {c['kept_after_nms']} poses after OKS-NMS, "
+              f"{c['persons']} annotated persons in {c['images']} images")
         print(c["summary"].rstrip())
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" /
                        f"{args.split}-{args.checkpoint}.json")

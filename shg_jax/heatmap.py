@@ -125,10 +125,43 @@ def decode_heatmaps(heatmaps: jax.Array, *, input_size: int | None = None,
     return coords, scores
 
 
-def unflip_heatmaps(heatmaps: jax.Array) -> jax.Array:
+def flip_shift(stride: int, label_offset: float = 0.0) -> float:
+    """How far right (in heatmap cells) a mirrored crop's heatmap, once flipped back, must be
+    moved so that its peaks sit where the unmirrored crop's would.
+
+    Mirroring an S-pixel crop sends pixel index u to S-1-u. A model trained on labels that lie
+    on average `label_offset` = d pixels right of the pixel they mark (label k = u + d; d is
+    0 for labels that are pixel indices, and each crop mode has its own, recorded by
+    data_prep) predicts, on the mirrored crop, k' = (S-1-u) + d = S-1-k+2d. The rendering rule
+    puts label k at cell k/s (s = S/H, the stride), so k' lands at cell (S-1+2d)/s - k/s;
+    flipping the H cells sends cell c to H-1-c, which leaves it at k/s - (s-1+2d)/s. The shift
+    is therefore (s - 1 + 2d) / s cells: 3/4 for pixel-index labels at stride 4, where a plain
+    flip puts the peaks 0.75 cells too far left on average (HRNet and mmpose shift by 1)."""
+    return (stride - 1 + 2.0 * label_offset) / stride
+
+
+def shift_width(heatmaps: jax.Array, shift: float) -> jax.Array:
+    """Moves (..., H, W, J) heatmaps `shift` cells right (any real number): linear
+    interpolation between the two nearest whole-cell shifts, the border cell repeated."""
+    whole = int(np.floor(shift))
+    frac = float(shift - whole)
+    w = heatmaps.shape[-2]
+    cols = np.arange(w) - whole
+
+    def moved(offset):
+        return jnp.take(heatmaps, jnp.asarray(np.clip(cols - offset, 0, w - 1)), axis=-2)
+
+    if frac == 0.0:
+        return moved(0)
+    return (1.0 - frac) * moved(0) + frac * moved(1)
+
+
+def unflip_heatmaps(heatmaps: jax.Array, shift: float = 0.0) -> jax.Array:
     """Heatmaps predicted on a horizontally mirrored crop -> the original crop's frame:
-    mirror the width axis and swap left/right joints (COCO flip pairs). (..., H, W, J)."""
+    mirror the width axis, swap left/right joints (COCO flip pairs), and move the maps
+    `shift` cells right (`flip_shift` derives it; 0 = the bare mirror). (..., H, W, J)."""
     perm = list(range(heatmaps.shape[-1]))
     for a, b in FLIP_PAIRS:
         perm[a], perm[b] = b, a
-    return jnp.flip(heatmaps, axis=-2)[..., jnp.asarray(perm)]
+    mirrored = jnp.flip(heatmaps, axis=-2)[..., jnp.asarray(perm)]
+    return shift_width(mirrored, shift) if shift else mirrored

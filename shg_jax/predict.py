@@ -3,63 +3,52 @@
     python -m shg_jax.predict --workdir DIR --image PHOTO.jpg [--bbox x,y,w,h ...]
         [--checkpoint best] [--out PHOTO_pose.png] [--json PHOTO_pose.json]
     python -m shg_jax.predict --workdir DIR --image FOLDER [--boxes boxes.json] --out OUT_DIR
+    python -m shg_jax.predict --workdir DIR --image FOLDER --person-boxes DETECTIONS.json
 
 Each person box (COCO x, y, w, h in image pixels; none given: the whole image is one person)
-is cropped with the crop code data_prep used (the run's crop mode: `thesis` and `square` crop
-the square of side max(w, h) on the box centre inside the photo, `thesis` with its slice,
-resize and 1-pixel shift; `bbox_pad` the padded 1.25x square), the model predicts heatmaps,
-the keypoints are decoded (argmax, or as config.decode / --flip / --subpixel say) and mapped
-back to image pixels. The picture shows each skeleton (limbs coloured by side: left orange,
-right blue; joints below --threshold dimmed) and its crop box; the JSON holds per person the
-keypoints as [x, y, score] (score = the heatmap peak) and their mean as the person's score.
+is cropped with the crop code data_prep used (the run's crop mode: `thesis` and `square`,
+whose training boxes need keypoints, crop the square of side max(w, h) on the box centre
+inside the photo, `thesis` with its slice, resize and 1-pixel shift; `bbox_pad` the padded
+1.25x square), the model predicts heatmaps, the keypoints are decoded (argmax, or as
+config.decode / --flip / --subpixel say) and mapped back to image pixels (shg_jax.topdown).
+The picture shows each skeleton (limbs coloured by side: left orange, right blue; joints below
+--threshold dimmed) and its crop box; the JSON holds per person the keypoints as [x, y, score]
+(score = the heatmap peak), the box score and the person's score (box score x mean peak).
 
 For a folder, --boxes is a COCO-style JSON: "images" (id, file_name relative to the folder)
 and "annotations" (image_id, bbox); images without annotations, or every image when no
---boxes is given, are predicted as one person filling the image.
+--boxes is given, are predicted as one person filling the image. --person-boxes takes a
+detector's output in the COCO detection-results format (a list of image_id, bbox, score,
+category_id; only category 1, person, is used), e.g. the person detections published with
+HRNet for val2017; photos are matched by the COCO image id their names spell
+(000000000139.jpg), photos without detections are left out, and each photo's poses go
+through OKS-NMS (threshold 0.9) as in COCO AP evaluation with detector boxes.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import io
 import json
 import pathlib
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
+from shg_jax import coco_eval, data, fileio, topdown
 from shg_jax import crop as cropping
-from shg_jax import data, fileio
-from shg_jax import sharding as shd
 from shg_jax.checkpoint import CheckpointError
 from shg_jax.draw import draw_skeleton
-from shg_jax.evaluate import add_decode_arguments, load_run
-from shg_jax.heatmap import decode_heatmaps
+from shg_jax.evaluate import add_decode_arguments, decode_overrides, load_run
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class PredictError(Exception):
     """Bad input (image, box, boxes file); the message names it and what to do."""
-
-
-@dataclasses.dataclass
-class Person:
-    bbox: tuple | None               # the box asked for (x, y, w, h), None = whole image
-    box: cropping.CropBox            # the box that was cropped
-    keypoints: np.ndarray            # (J, 2) image pixels (x, y)
-    scores: np.ndarray               # (J,) heatmap peak values
-
-    def to_json(self) -> dict:
-        kps = np.concatenate([self.keypoints, self.scores[:, None]], axis=1)
-        return {"bbox": None if self.bbox is None else [float(v) for v in self.bbox],
-                "crop_box": self.box.as_list(),
-                "keypoints": [[round(float(v), 2) for v in row] for row in kps],
-                "score": float(np.mean(self.scores))}
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
@@ -70,14 +59,6 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     return x, y, w, h
 
 
-def load_image(path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise PredictError(f"cannot read image {path}: {e}") from e
-
-
 def check_bbox(bbox, width: int, height: int, where) -> None:
     x, y, w, h = bbox
     if w <= 0 or h <= 0 or x >= width or y >= height or x + w <= 0 or y + h <= 0:
@@ -85,22 +66,8 @@ def check_bbox(bbox, width: int, height: int, where) -> None:
                            f"{width}x{height} image")
 
 
-def predict_people(image: Image.Image, bboxes, heatmap_fn, *, input_size: int,
-                   crop_mode: str, subpixel: bool = False) -> list[Person]:
-    """One Person per bbox (None or [] = the whole image). `heatmap_fn` maps uint8 crops
-    (N, S, S, 3) to heatmaps (N, H, W, J)."""
-    bboxes = list(bboxes) if bboxes else [None]
-    boxes = [cropping.inference_box(crop_mode, b, image.width, image.height) for b in bboxes]
-    photo = cropping.photo_array(image)
-    crops = np.stack([box.crop(photo, input_size) for box in boxes])
-    xy, scores = decode_heatmaps(jnp.asarray(heatmap_fn(crops)), input_size=input_size,
-                                 subpixel=subpixel)
-    xy, scores = np.asarray(xy), np.asarray(scores)
-    return [Person(b, box, box.to_image(xy[i], input_size), scores[i])
-            for i, (b, box) in enumerate(zip(bboxes, boxes))]
-
-
-def draw_people(image: Image.Image, people: list[Person], threshold: float) -> Image.Image:
+def draw_people(image: Image.Image, people: list[topdown.Person],
+                threshold: float) -> Image.Image:
     out = image
     for p in people:
         kps = np.concatenate([p.keypoints, np.full((len(p.keypoints), 1), 2.0)], axis=1)
@@ -111,33 +78,26 @@ def draw_people(image: Image.Image, people: list[Person], threshold: float) -> I
     return out
 
 
-class Model:
-    """A trained run as a heatmap function over uint8 crops, on every local device."""
-
-    def __init__(self, workdir, checkpoint: str, *, flip=None, subpixel=None,
-                 batch_size: int = 16):
-        self.config, self.steps, self.state, self.record = load_run(
-            workdir, checkpoint, flip=flip, subpixel=subpixel)
-        self.batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
-        try:
-            self.crop_mode = data.load_meta(self.config.data_dir)["crop_mode"]
-        except data.DataError:
-            self.crop_mode = "thesis"                  # data moved: the thesis' default
-
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start:start + self.batch_size]
-            padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.uint8)
-            padded[:len(chunk)] = chunk
-            batch = shd.shard_batch({"images": padded}, self.steps.mesh, keys=("images",))
-            out.append(np.asarray(shd.to_host(self.steps.infer(self.state,
-                                                               batch["images"])))[:len(chunk)])
-        return np.concatenate(out)
+def run_crop_mode(config) -> str:
+    """The crop mode of the data a run was trained on (the thesis' if the data moved)."""
+    try:
+        return data.load_meta(config.data_dir)["crop_mode"]
+    except data.DataError:
+        return "thesis"
 
 
-def read_boxes(path, folder: pathlib.Path) -> list[tuple[pathlib.Path, int | None, list]]:
-    """A COCO-style boxes file -> [(image path, image id, [bbox, ...])]."""
+@dataclasses.dataclass
+class Job:
+    """One photo to predict: its person boxes (none = the whole photo is one person) and,
+    for detector boxes, their scores (the poses are then OKS-NMS'd)."""
+    path: pathlib.Path
+    image_id: int | None = None
+    bboxes: list = dataclasses.field(default_factory=list)
+    box_scores: list | None = None
+
+
+def read_boxes(path, folder: pathlib.Path) -> list[Job]:
+    """A COCO-style boxes file -> one Job per image it lists."""
     try:
         spec = json.loads(pathlib.Path(path).read_text())
         images = {im["id"]: im["file_name"] for im in spec["images"]}
@@ -148,7 +108,20 @@ def read_boxes(path, folder: pathlib.Path) -> list[tuple[pathlib.Path, int | Non
         raise PredictError(f"cannot read boxes file {path}: {e!r}; expected COCO-style JSON "
                            f"with 'images' (id, file_name) and 'annotations' (image_id, "
                            f"bbox)") from e
-    return [(folder / images[i], i, boxes[i]) for i in sorted(images)]
+    return [Job(folder / images[i], i, boxes[i]) for i in sorted(images)]
+
+
+def detection_jobs(path, photos: list[pathlib.Path]) -> list[Job]:
+    """A COCO detection-results file -> one Job per photo with detections; photos are
+    matched by COCO image id = the number their name spells (000000000139.jpg is 139)."""
+    by_id = {}
+    for photo in photos:
+        if photo.stem.isdigit():
+            by_id[int(photo.stem)] = photo
+    detections = coco_eval.read_person_boxes(path, set(by_id), known_as="the photos' names "
+                                             "(COCO image ids, e.g. 000000000139.jpg)")
+    return [Job(by_id[i], i, [b for b, _ in dets], [s for _, s in dets])
+            for i, dets in sorted(detections.items())]
 
 
 def write_png(image: Image.Image, path: pathlib.Path) -> None:
@@ -170,6 +143,10 @@ def parse_args(argv=None):
     p.add_argument("--bbox", action="append", type=parse_bbox, metavar="X,Y,W,H",
                    help="a person box in image pixels; repeatable (single image only)")
     p.add_argument("--boxes", help="COCO-style JSON of boxes for a folder of photos")
+    p.add_argument("--person-boxes", metavar="DETECTIONS.json",
+                   help="person detections in the COCO results format (image_id, bbox, "
+                        "score, category_id), photos named by COCO image id; person score = "
+                        "box score x mean joint peak, OKS-NMS per photo")
     p.add_argument("--out", help="annotated picture (single image; default PHOTO_pose.png "
                                  "in the current folder) or output folder (folder input)")
     p.add_argument("--json", help="keypoints JSON (default: beside --out)")
@@ -185,52 +162,72 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     source = pathlib.Path(args.image)
     try:
+        if args.person_boxes and (args.bbox or args.boxes):
+            raise PredictError("--person-boxes replaces --bbox and --boxes; give one of them")
         if source.is_dir():
             if args.bbox:
                 raise PredictError("--bbox is for a single image; use --boxes for a folder")
-            jobs = (read_boxes(args.boxes, source) if args.boxes else
-                    [(f, None, []) for f in sorted(source.iterdir())
-                     if f.suffix.lower() in IMAGE_SUFFIXES])
+            photos = [f for f in sorted(source.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+            jobs = (detection_jobs(args.person_boxes, photos) if args.person_boxes else
+                    read_boxes(args.boxes, source) if args.boxes else
+                    [Job(f) for f in photos])
             out_dir = pathlib.Path(args.out or "predictions")
-            pictures = {job[0]: out_dir / f"{job[0].stem}_pose.png" for job in jobs}
+            pictures = {job.path: out_dir / f"{job.path.stem}_pose.png" for job in jobs}
             json_path = pathlib.Path(args.json or out_dir / "predictions.json")
         elif source.is_file():
-            jobs = [(source, None, args.bbox or [])]
+            jobs = (detection_jobs(args.person_boxes, [source]) if args.person_boxes else
+                    [Job(source, None, args.bbox or [])])
             out = pathlib.Path(args.out or f"{source.stem}_pose.png")
             pictures = {source: out}
             json_path = pathlib.Path(args.json or out.with_suffix(".json"))
         else:
             raise PredictError(f"--image {source}: no such file or folder")
         if not jobs:
-            raise PredictError(f"no images to predict in {source}")
-        model = Model(args.workdir, args.checkpoint, flip=args.flip, subpixel=args.subpixel)
-    except (PredictError, CheckpointError) as e:
+            raise PredictError(f"no images to predict in {source}" + (
+                f" with detections in {args.person_boxes}" if args.person_boxes else ""))
+        config, steps, state, record = load_run(args.workdir, args.checkpoint,
+                                                **decode_overrides(args))
+    except (PredictError, CheckpointError, coco_eval.CocoEvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    crop_mode = args.crop_mode or model.crop_mode
-    results, failed = [], []
-    for path, image_id, bboxes in jobs:
-        try:
-            image = load_image(path)
-            for b in bboxes:
-                check_bbox(b, image.width, image.height, path)
-        except PredictError as e:
-            if len(jobs) == 1:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            print(f"skipped: {e}", file=sys.stderr)
-            failed.append(str(path))
-            continue
-        people = predict_people(image, bboxes, model, input_size=model.config.model.input_size,
-                                crop_mode=crop_mode, subpixel=model.steps.subpixel)
-        write_png(draw_people(image, people, args.threshold), pictures[path])
-        results.append({"image": str(path), "image_id": image_id,
-                        "picture": str(pictures[path]),
-                        "people": [p.to_json() for p in people]})
-        print(f"{path}: {len(people)} person(s) -> {pictures[path]}")
+    results, failed, loaded = [], [], collections.deque()
+
+    def photos():
+        """The readable photos with valid boxes, in order; the others are skipped."""
+        for job in jobs:
+            try:
+                image = topdown.load_photo(job.path)
+                for b in job.bboxes:
+                    check_bbox(b, image.width, image.height, job.path)
+            except (PredictError, topdown.PhotoError) as e:
+                if len(jobs) == 1:
+                    raise PredictError(str(e)) from e
+                print(f"skipped: {e}", file=sys.stderr)
+                failed.append(str(job.path))
+                continue
+            loaded.append((job, image))
+            yield image, job.bboxes, job.box_scores
+
+    people_per_photo = topdown.predict_photos(
+        photos(), topdown.RunHeatmaps(steps, state), input_size=config.model.input_size,
+        crop_mode=args.crop_mode or run_crop_mode(config), subpixel=steps.subpixel)
+    try:
+        for people in people_per_photo:
+            job, image = loaded.popleft()
+            if job.box_scores is not None:
+                people = topdown.oks_nms(people)
+            write_png(draw_people(image, people, args.threshold), pictures[job.path])
+            results.append({"image": str(job.path), "image_id": job.image_id,
+                            "picture": str(pictures[job.path]),
+                            "people": [p.to_json() for p in people]})
+            print(f"{job.path}: {len(people)} person(s) -> {pictures[job.path]}")
+    except PredictError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     fileio.write_json(json_path, {"workdir": str(args.workdir), "checkpoint": args.checkpoint,
-                                  "epoch": model.record["epoch"], "crop_mode": crop_mode,
-                                  "decode": model.config.decode.to_dict(),
+                                  "epoch": record["epoch"],
+                                  "crop_mode": args.crop_mode or run_crop_mode(config),
+                                  "decode": config.decode.to_dict(),
                                   "images": results, "skipped": failed})
     print(f"wrote {json_path}" + (f"; {len(failed)} unreadable image(s) skipped" if failed
                                   else ""))

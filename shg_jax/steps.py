@@ -18,14 +18,14 @@ import optax
 from flax import nnx
 
 from shg_jax import sharding as shd
-from shg_jax.heatmap import render_heatmaps, unflip_heatmaps
+from shg_jax.heatmap import flip_shift, render_heatmaps, unflip_heatmaps
 from shg_jax.models import build_model
 from shg_jax.pck import pck_counts
 
 
 #: Heatmap decoding when a config has no `decode` section (runs made before it existed):
-#: the thesis' plain argmax, no flip test.
-DEFAULT_DECODE = ml_collections.ConfigDict(dict(flip=False, subpixel=False))
+#: the thesis' plain argmax, no flip test; a flip test's shift derived from the labels.
+DEFAULT_DECODE = ml_collections.ConfigDict(dict(flip=False, subpixel=False, flip_shift=None))
 
 
 class TrainState(NamedTuple):
@@ -61,9 +61,15 @@ def with_learning_rate(state, lr: float):
 
 
 class Steps:
-    """Builds the model and optimizer from a config; holds the pure and the compiled steps."""
+    """Builds the model and optimizer from a config; holds the pure and the compiled steps.
 
-    def __init__(self, config: ml_collections.ConfigDict, mean_rgb, mesh=None):
+    `mean_rgb` and `label_offset_x` describe the training data (data.Split, or a run's
+    record): the mean subtracted from every input, and how far right of the pixels they mark
+    the training labels lie on average (crop.label_offsets_x), which sets the flip test's
+    shift unless config.decode.flip_shift gives one."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mean_rgb, mesh=None, *,
+                 label_offset_x: float = 0.0):
         self.config = config
         self.mesh = mesh or shd.data_mesh()
         model = build_model(config.model, seed=config.seed)
@@ -76,9 +82,14 @@ class Steps:
         self.mean_rgb = jnp.asarray(mean_rgb, jnp.float32)
         decode = config.get("decode") or DEFAULT_DECODE
         self.flip, self.subpixel = bool(decode.flip), bool(decode.subpixel)
+        stride = 4                                 # the hourglass' output is input_size / 4
+        shift = decode.get("flip_shift")
+        self.flip_shift = (flip_shift(stride, label_offset_x) if shift is None
+                           else float(shift))
         hm = config.heatmap
         self.heatmap_kwargs = dict(
-            input_size=config.model.input_size, heatmap_size=config.model.input_size // 4,
+            input_size=config.model.input_size,
+            heatmap_size=config.model.input_size // stride,
             style=hm.style, sigma_visible=hm.sigma_visible, sigma_occluded=hm.sigma_occluded,
             sigma_newell=hm.sigma_newell)
         repl, data = shd.replicated(self.mesh), shd.batch_sharding(self.mesh)
@@ -123,12 +134,13 @@ class Steps:
 
     def _forward_eval(self, state: TrainState, images: jax.Array) -> jax.Array:
         """(S, B, H, W, J) heatmaps in evaluation mode; with the flip test
-        (config.decode.flip), averaged with those of the mirrored crops mapped back."""
+        (config.decode.flip), averaged with those of the mirrored crops mapped back
+        (mirrored, left/right swapped, moved `flip_shift` cells right)."""
         model = nnx.merge(self.graphdef_eval, state.params, state.batch_stats)
         heatmaps = model.forward(self.inputs(images)).heatmaps
         if self.flip:
             mirrored = model.forward(self.inputs(jnp.flip(images, axis=2))).heatmaps
-            heatmaps = (heatmaps + unflip_heatmaps(mirrored)) / 2
+            heatmaps = (heatmaps + unflip_heatmaps(mirrored, self.flip_shift)) / 2
         return heatmaps
 
     def _eval_step(self, state: TrainState, batch: dict) -> dict:

@@ -42,14 +42,17 @@ class _Run:
         self.history: list[dict] = []
         self.best_pck, self.best_loss = -math.inf, math.inf
 
-    def record(self, state, mean_rgb) -> dict:
+    def record(self, state, train_split: data.Split) -> dict:
+        """What a checkpoint stores beside the state; the training data's mean RGB and label
+        offset let a run open (evaluate, predict) where its data is gone."""
         return dict(config=config_json(self.config), epoch=self.epoch,
                     step_in_epoch=self.step_in_epoch, global_step=global_step(state),
                     schedule=self.schedule.to_dict(), epoch_loss_sum=self.loss_sum,
                     epoch_loss_count=self.loss_count, history=self.history,
                     best_pck=None if math.isinf(self.best_pck) else self.best_pck,
                     best_loss=None if math.isinf(self.best_loss) else self.best_loss,
-                    mean_rgb=[float(m) for m in mean_rgb])
+                    mean_rgb=[float(m) for m in train_split.mean_rgb],
+                    label_offset_x=train_split.label_offset_x)
 
     def load(self, record: dict) -> None:
         self.epoch, self.step_in_epoch = record["epoch"], record["step_in_epoch"]
@@ -124,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     train_split = data.Split(config.data_dir, "train")
     val_split = data.Split(config.data_dir, "val")
     _check_data(config, train_split, len(jax.devices()))
-    steps = Steps(config, train_split.mean_rgb)
+    steps = Steps(config, train_split.mean_rgb, label_offset_x=train_split.label_offset_x)
     ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
     state = steps.init_state()
     run = _Run(config, PlateauSchedule.from_config(config))
@@ -145,13 +148,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                 state = _train_epoch(steps, state, run, train_split, config, n_steps,
                                      logger, profiler, interrupted)
                 if interrupted["stop"]:
-                    ckpts.save("latest", state, run.record(state, train_split.mean_rgb))
+                    ckpts.save("latest", state, run.record(state, train_split))
                     ckpts.wait()
                     _log(f"saved a checkpoint at epoch {run.epoch + 1}, step "
                           f"{run.step_in_epoch}; rerun the same command to resume")
                     return {"history": run.history, "interrupted": True, "state": state}
                 state = _end_epoch(steps, state, run, val_split, config, logger, ckpts,
-                                   train_split.mean_rgb)
+                                   train_split)
     finally:
         profiler.close()
         ckpts.wait()
@@ -210,7 +213,7 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, profil
     return state
 
 
-def _end_epoch(steps, state, run, val_split, config, logger, ckpts, mean_rgb):
+def _end_epoch(steps, state, run, val_split, config, logger, ckpts, train_split):
     """Validation, the plateau rule, TensorBoard, checkpoints; returns the state to go on."""
     val = evaluate_split(steps, state, val_split, config.eval_batch_size,
                          desc=f"epoch {run.epoch + 1} validation")
@@ -237,7 +240,7 @@ def _end_epoch(steps, state, run, val_split, config, logger, ckpts, mean_rgb):
         run.best_pck = val["all/pck"]
     if best_loss:
         run.best_loss = val["loss"]
-    rec = run.record(state, mean_rgb)
+    rec = run.record(state, train_split)
     # "latest" last: saves commit in order, so once an epoch's latest checkpoint exists its
     # best ones do too (a run killed in between resumes from the epoch before and redoes it).
     if best:

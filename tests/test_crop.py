@@ -270,3 +270,42 @@ def test_bbox_pad_crop_keeps_the_photo_and_pads_black_outside():
     np.testing.assert_array_equal(out[:32], 0)
     np.testing.assert_array_equal(out[:, :32], 0)
     np.testing.assert_array_equal(out[32:, 32:], ramp_photo()[:64, :64])
+
+
+# --- where a photo pixel lands in the crop, and how far the labels lie from it -------------
+
+@pytest.mark.parametrize("box", [crop.CropBox(20, 10, 60, 50),          # upscaled x1.6
+                                 crop.CropBox(0, 0, 100, 100),          # shrunk to 0.64
+                                 crop.ThesisBox(20, 10, 60, 50, 100, 80),
+                                 crop.ThesisBox(0, 0, 100, 80, 100, 80)],
+                         ids=["square-up", "square-down", "thesis-up", "thesis-down"])
+def test_pixel_to_crop_is_where_the_resize_puts_the_pixel(box):
+    """A bright 5x5 square centred on pixel p of a black photo: the intensity centroid of
+    the resized crop (both resizes interpolate with symmetric kernels) is `pixel_to_crop`
+    of p, within the 0.1 px that sampling at a non-integer ratio moves a centroid (the
+    label rules lie 0.18 px and more away in these boxes)."""
+    size = 64
+    for p in [(37, 29), (41, 33)]:
+        photo = np.zeros((80, 100, 3), np.uint8)
+        photo[p[1] - 2:p[1] + 3, p[0] - 2:p[0] + 3] = 255
+        img = box.crop(photo, size)[..., 0].astype(np.float64)
+        ys, xs = np.mgrid[:size, :size]
+        centroid = np.array([(img * xs).sum(), (img * ys).sum()]) / img.sum()
+        np.testing.assert_allclose(centroid, box.pixel_to_crop(np.array(p), size), atol=0.1)
+
+
+def test_label_offsets_of_each_crop_mode():
+    """Labels minus where their pixels land, in crop pixels: "square"/"bbox_pad" label
+    (p - x0) * scale, (1 - scale) / 2 off the resize grid; the thesis' floored
+    (p - 1 - x0) * scale lies exactly 1 pixel left at scale 1, and 2.5 at scale 2."""
+    k = kps({0: (30, 20, 2), 9: (45, 40, 1), 10: (0, 0, 0)})
+    square = crop.CropBox(20, 10, 60, 50)                          # 40 px wide
+    np.testing.assert_allclose(crop.label_offsets_x(square, k, 40), [0, 0])
+    np.testing.assert_allclose(crop.label_offsets_x(square, k, 80), [-0.5, -0.5])
+    np.testing.assert_allclose(crop.label_offsets_x(square, k, 20), [0.25, 0.25])
+    thesis = crop.ThesisBox(20, 10, 60, 50, 100, 80)
+    np.testing.assert_allclose(crop.label_offsets_x(thesis, k, 40), [-1, -1])
+    np.testing.assert_allclose(crop.label_offsets_x(thesis, k, 80), [-2.5, -2.5])
+    # A labelled joint outside the crop (possible in bbox_pad mode) does not count.
+    outside = kps({0: (30, 20, 2), 1: (70, 20, 2)})
+    np.testing.assert_allclose(crop.label_offsets_x(square, outside, 40), [0])

@@ -130,15 +130,19 @@ def _one_person_coco(root: pathlib.Path, colours) -> None:
              "categories": [{"id": 1, "name": "person", "keypoints": [], "skeleton": []}]}))
 
 
-def test_mean_rgb_known_answer(tmp_path):
+def test_mean_rgb_and_label_offset_known_answers(tmp_path):
     """Two photos of one colour each, square crops inside them: every crop pixel is its
-    photo's colour, so the training mean is ((200 + 40) / 2, ...) / 255 exactly."""
+    photo's colour, so the training mean is ((200 + 40) / 2, ...) / 255 exactly. Each crop
+    is the 33 px square of 1.1 x the 30 px keypoint extent, resized to 64: continuous labels
+    (p - x0) * 64/33 lie (1 - 64/33) / 2 px off the resize grid (crop.label_offsets_x)."""
     _one_person_coco(tmp_path / "coco", [(200, 100, 50), (40, 60, 80)])
     assert run_prep(tmp_path / "coco", tmp_path / "out", "--crop-mode", "square",
                     "--test-size", "0") == 0
     meta = data.load_meta(tmp_path / "out")
     assert data.Split(tmp_path / "out", "train").meta["count"] == 2
     assert meta["mean_rgb"] == pytest.approx([120 / 255, 80 / 255, 65 / 255], abs=1e-12)
+    assert meta["label_offset_x"] == pytest.approx((1 - 64 / 33) / 2, abs=1e-6)  # float32
+    assert data.Split(tmp_path / "out", "train").label_offset_x == meta["label_offset_x"]
 
 
 def test_crop_split_is_a_seeded_draw(synth, prepared, tmp_path):

@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shg_jax import coco_eval, data, predict
+from shg_jax import coco_eval, data, predict, topdown
 from shg_jax import crop as cropping
-from shg_jax.heatmap import render_heatmaps, unflip_heatmaps
+from shg_jax.heatmap import (HEATMAP_STYLES, flip_shift, heatmap_argmax, render_heatmaps,
+                             shift_width, unflip_heatmaps)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_gt_heatmaps_round_trip_to_image_pixels(val_coco, mode):
     within half a heatmap cell (the resolution of argmax decoding) of the truth."""
     coco, folder = val_coco
     info, anns = _image_with_people(coco)
-    image = predict.load_image(folder / info["file_name"])
+    image = topdown.load_photo(folder / info["file_name"])
     size = 64
     bboxes = [tuple(a["bbox"]) for a in anns]
     truth = [np.asarray(a["keypoints"], np.float32).reshape(17, 3) for a in anns]
@@ -52,7 +53,7 @@ def test_gt_heatmaps_round_trip_to_image_pixels(val_coco, mode):
         return np.asarray(render_heatmaps(jnp.asarray(np.stack(kps)), input_size=size,
                                           heatmap_size=size // 4, style="thesis"))
 
-    people = predict.predict_people(image, bboxes, gt_model, input_size=size, crop_mode=mode)
+    people = topdown.predict_people(image, bboxes, gt_model, input_size=size, crop_mode=mode)
     np.testing.assert_array_equal(seen["crops"], np.stack(expected_crops))
     checked = 0
     for person, t in zip(people, truth):
@@ -105,7 +106,8 @@ def test_predict_cli_draws_and_writes_json(tiny_run, val_coco, tmp_path, capsys)
     out = json.loads((tmp_path / "pose.json").read_text())
     people = out["images"][0]["people"]
     assert len(people) == len(anns) and all(len(p["keypoints"]) == 17 for p in people)
-    assert out["decode"] == {"flip": False, "subpixel": False} and out["crop_mode"] == "thesis"
+    assert out["decode"] == {"flip": False, "subpixel": False, "flip_shift": None}
+    assert out["crop_mode"] == "thesis"
 
     # Errors: one line, exit 2, nothing written.
     bad = tmp_path / "broken.jpg"
@@ -135,7 +137,7 @@ def test_prediction_json_holds_known_image_coordinates(tiny_run, tmp_path, monke
             h[:, hy, hx, j] = scores[j]
         return h
 
-    monkeypatch.setattr(predict.Model, "__call__", known_heatmaps)
+    monkeypatch.setattr(topdown.RunHeatmaps, "__call__", known_heatmaps)
     photo = tmp_path / "photo.png"
     from PIL import Image
     Image.new("RGB", (200, 100), (90, 90, 90)).save(photo)
@@ -201,6 +203,64 @@ def test_unflip_heatmaps_mirrors_and_swaps():
     np.testing.assert_array_equal(np.asarray(unflip_heatmaps(jnp.asarray(u))), h)
 
 
+def literal_shift(h: np.ndarray, frac: float) -> np.ndarray:
+    """(..., H, W, J) maps moved `frac` (0 < frac < 1) cells right: (1 - frac) F[c] +
+    frac F[c - 1], column 0 repeated at the left border."""
+    left = np.concatenate([h[..., :1, :], h[..., :-1, :]], axis=-2)
+    return (1 - frac) * h + frac * left
+
+
+def test_shift_width_known_answers():
+    h = np.zeros((1, 1, 6, 1), np.float32)
+    h[0, 0, :, 0] = [8, 0, 4, 0, 0, 0]
+    row = lambda s: np.asarray(shift_width(jnp.asarray(h), s))[0, 0, :, 0].tolist()
+    assert row(0.75) == [8, 6, 1, 3, 0, 0]              # 0.25 F[c] + 0.75 F[c-1], F[-1] = F[0]
+    assert row(1.0) == [8, 8, 0, 4, 0, 0]
+    assert row(2.5) == [8, 8, 8, 4, 2, 2]
+    assert row(-1.0) == [0, 4, 0, 0, 0, 0]              # the right border repeats F[5] = 0
+    assert row(-0.5) == [4, 2, 2, 0, 0, 0]
+    np.testing.assert_allclose(np.asarray(shift_width(jnp.asarray(h), 0.3)),
+                               literal_shift(h, 0.3), rtol=1e-6)
+
+
+def test_flip_shift_formula():
+    """(s - 1 + 2 d) / s: 3/4 cell for pixel-index labels at stride 4; labels 1 px left of
+    their pixel (the thesis rule at scale 1) need 1/4; half a pixel right, 1."""
+    assert flip_shift(4) == 0.75
+    assert flip_shift(4, -1.0) == 0.25
+    assert flip_shift(4, 0.5) == 1.0
+    assert flip_shift(2, 0.0) == 0.5
+
+
+@pytest.mark.parametrize("size", [64, 256])
+@pytest.mark.parametrize("style", HEATMAP_STYLES)
+def test_unflipped_ground_truth_peaks_are_unbiased(size, style):
+    """Pixel-index labels at every x of a crop and at its mirror S-1-x: the mirror's
+    ground-truth map, flipped back with `flip_shift`, peaks on average within 0.3 cells of
+    x/4 (the bare mirror: 0.75 cells to the left), and the flip-test average of the two maps
+    peaks exactly where the map of x does."""
+    x = np.arange(size, dtype=np.float32)
+    kps = np.zeros((size, 17, 3), np.float32)
+    kps[:, 0] = np.stack([x, np.full(size, size / 2), np.full(size, 2)], axis=1)  # the nose
+    mirrored = kps.copy()
+    mirrored[:, 0, 0] = size - 1 - x
+    render = lambda k: render_heatmaps(jnp.asarray(k), input_size=size,
+                                       heatmap_size=size // 4, style=style)
+    original, of_mirror = render(kps), render(mirrored)
+
+    def mean_error(maps):
+        return float(np.mean(np.asarray(heatmap_argmax(maps)[0])[:, 0, 0] - x / 4))
+
+    bare = unflip_heatmaps(of_mirror)
+    shifted = unflip_heatmaps(of_mirror, flip_shift(4))
+    print(f"mean x error of the unflipped peak, cells: bare {mean_error(bare):+.3f}, "
+          f"shifted {mean_error(shifted):+.3f}")
+    assert mean_error(bare) < -0.6
+    assert abs(mean_error(shifted)) <= 0.3
+    np.testing.assert_array_equal(np.asarray(heatmap_argmax((original + shifted) / 2)[0]),
+                                  np.asarray(heatmap_argmax(original)[0]))
+
+
 def test_flip_test_on_a_symmetric_input_is_consistent_with_swapping(tiny_data):
     from conftest import tiny_train_config
     from shg_jax import sharding as shd
@@ -209,6 +269,7 @@ def test_flip_test_on_a_symmetric_input_is_consistent_with_swapping(tiny_data):
     plain = tiny_train_config(tiny_data, **{"config.batch_size": 2})
     flipped = tiny_train_config(tiny_data, **{"config.batch_size": 2})
     flipped.decode.flip = True
+    flipped.decode.flip_shift = 0.75
     rng = np.random.default_rng(0)
     half = rng.integers(0, 256, (2, 64, 32, 3), dtype=np.uint8)
     symmetric = np.concatenate([half, half[:, :, ::-1]], axis=2)  # mirror image of itself
@@ -217,12 +278,16 @@ def test_flip_test_on_a_symmetric_input_is_consistent_with_swapping(tiny_data):
     s_plain, s_flip = Steps(plain, (0.4,) * 3), Steps(flipped, (0.4,) * 3)
     p = np.asarray(s_plain.infer(s_plain.init_state(), images))
     h = np.asarray(s_flip.infer(s_flip.init_state(), images))
-    # The crop is its own mirror image, so the flip test averages p with p mirrored and
-    # left/right swapped (built here from the literal table, not from unflip_heatmaps).
-    swapped = literal_unflip(p)
+    # The crop is its own mirror image, so the flip test averages p with p mirrored,
+    # left/right swapped and moved 3/4 cell right (built here from the literal tables, not
+    # from unflip_heatmaps).
+    swapped = literal_shift(literal_unflip(p), 0.75)
     assert np.abs(p - swapped).max() > 1e-3              # the model itself is not symmetric
     np.testing.assert_allclose(h, (p + swapped) / 2, atol=1e-5)
-    np.testing.assert_allclose(h, literal_unflip(h), atol=1e-5)
+    # Without config.decode.flip_shift, the shift follows the training labels' offset.
+    flipped.decode.flip_shift = None
+    assert Steps(flipped, (0.4,) * 3, label_offset_x=-1.0).flip_shift == 0.25
+    assert Steps(flipped, (0.4,) * 3).flip_shift == 0.75
 
 
 def test_coco_ap_perfect_and_shifted_predictions(tiny_data):
@@ -294,3 +359,189 @@ def test_evaluate_coco_ap_cli(tiny_run, tmp_path, capsys):
     assert "top-down with ground-truth person boxes" in capsys.readouterr().out
     assert evaluate.main(["--workdir", str(tiny_run[0]), "--split", "test", "--coco-ap"]) == 2
     assert "--split val" in capsys.readouterr().err
+
+
+# --- COCO AP with detector boxes, and prediction from a detections file ----------------------
+
+def _detections_file(path, detections) -> str:
+    path.write_text(json.dumps(detections))
+    return str(path)
+
+
+def test_read_person_boxes_keeps_persons_best_first_and_names_bad_fields(tmp_path):
+    good = [{"image_id": 5, "bbox": [1, 2, 30, 40], "score": 0.4, "category_id": 1},
+            {"image_id": 5, "bbox": [3, 4, 10, 20], "score": 0.9, "category_id": 1},
+            {"image_id": 6, "bbox": [0, 0, 5, 5], "score": 0.7, "category_id": 2},   # a dog
+            {"image_id": 7, "bbox": [0, 0, 8, 9.5], "score": 1, "category_id": 1}]
+    boxes = coco_eval.read_person_boxes(_detections_file(tmp_path / "d.json", good),
+                                        {5, 7}, "the test's ids")
+    assert boxes == {5: [((3, 4, 10, 20), 0.9), ((1, 2, 30, 40), 0.4)],
+                     7: [((0, 0, 8, 9.5), 1.0)]}
+    bad = tmp_path / "bad.json"
+    for content, message in [
+            ("{not json", "not JSON"),
+            (json.dumps({"annotations": []}), "expected a JSON list of detections"),
+            (json.dumps([7]), "detection 0 is a int"),
+            (json.dumps([dict(good[0], bbox=None) for _ in range(2)][:1]), "'bbox' must be"),
+            (json.dumps([good[0], {k: v for k, v in good[1].items() if k != "score"}]),
+             "detection 1 has no 'score'"),
+            (json.dumps([dict(good[0], bbox=[1, 2, 0, 4])]), "'bbox' must be [x, y, w, h]"),
+            (json.dumps([dict(good[0], image_id="5")]), "'image_id' must be an integer"),
+            (json.dumps([dict(good[0], image_id=99)]), "'image_id' 99 is not among the test's")]:
+        bad.write_text(content)
+        with pytest.raises(coco_eval.CocoEvalError) as e:
+            coco_eval.read_person_boxes(bad, {5, 7}, "the test's ids")
+        assert str(bad) in str(e.value) and message in str(e.value), str(e.value)
+        assert "\n" not in str(e.value)
+    with pytest.raises(coco_eval.CocoEvalError, match="cannot read"):
+        coco_eval.read_person_boxes(tmp_path / "missing.json", {5}, "ids")
+
+
+def _pose(xy, score, bbox=(0, 0, 100, 100)):
+    return topdown.Person(bbox, cropping.CropBox(0, 0, 100, 100), np.asarray(xy, float),
+                          np.full(17, score), 1.0)
+
+
+def test_oks_and_oks_nms_known_answers():
+    """OKS of two poses 3 px apart on every joint, area 10,000: mean_j exp(-9 / (2 * 10,000 *
+    (2 sigma_j)^2)) = 0.9487 (the value the AP known-answer test above derives). NMS keeps
+    the best of poses above 0.9 OKS and both of poses below."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(100, 300, (17, 2))
+    a, b = _pose(xy, 0.5), _pose(xy + [3, 0], 0.6)
+    expected = np.mean(np.exp(-9 / (2 * 10000 * (2 * COCO_SIGMAS) ** 2)))
+    assert topdown.oks(a, b, topdown.coco_sigmas()) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(0.9487, abs=1e-4)
+    assert topdown.oks_nms([a, b]) == [b]                          # 0.9487 > 0.9: one person
+    far = _pose(xy + [10, 0], 0.4)                                 # OKS 0.647
+    assert topdown.oks_nms([a, far, b]) == [b, far]
+    # The person score is box score x mean joint peak, and orders the NMS.
+    boxed = topdown.Person((0, 0, 100, 100), a.box, xy, np.full(17, 0.5), box_score=0.9)
+    assert boxed.score == pytest.approx(0.45)
+    assert topdown.oks_nms([boxed, a]) == [a]
+
+
+@pytest.fixture(scope="module")
+def bbox_pad_data(tiny_data, tmp_path_factory):
+    """tiny_data's photos prepared again with the box-only crop rule (bbox_pad)."""
+    from data_prep import coco as prep
+
+    out = tmp_path_factory.mktemp("bbox_pad") / "prepared"
+    assert prep.main(["--coco-root", str(tiny_data.parent / "coco"), "--out", str(out),
+                      "--size", "64", "--test-size", "16", "--workers", "1",
+                      "--crop-mode", "bbox_pad"]) == 0
+    return out
+
+
+def test_ground_truth_boxes_as_detections_give_the_ground_truth_path_ap(tiny_run,
+                                                                         bbox_pad_data,
+                                                                         tmp_path):
+    """Under a crop rule that uses only the box, the ground-truth boxes fed as detections
+    with score 1 must give the AP of the ground-truth path: same crops, same heatmaps, same
+    scores. The 'model' here looks each crop up among the prepared val crops and returns the
+    ground-truth heatmaps moved 0, 2, 4 or 6 px right (so that AP is neither 0 nor 1); a
+    crop the detection path made differently would not be found."""
+    from shg_jax import evaluate
+
+    _, steps, state, _ = evaluate.load_run(tiny_run[0], "best", data_dir=bbox_pad_data)
+    split = data.Split(bbox_pad_data, "val")
+    rows = split.gather(np.arange(len(split)))
+    moved = rows["keypoints"].copy()
+    moved[:, :, 0] += 2.0 * (np.arange(len(split)) % 4)[:, None]
+    truth = np.asarray(render_heatmaps(jnp.asarray(moved), input_size=64, heatmap_size=16,
+                                       style="newell"))
+    lookup = {crop.tobytes(): maps for crop, maps in zip(rows["images"], truth)}
+
+    def oracle(state, images):
+        out = []
+        for crop in np.asarray(images):
+            if not crop.any():                                    # a padding row
+                out.append(np.zeros(truth.shape[1:], np.float32))
+            else:
+                out.append(lookup[crop.tobytes()])
+        return np.stack(out)
+
+    steps.infer = oracle
+    coco = coco_eval.val_annotations(data.load_meta(bbox_pad_data))
+    kept = set(rows["ann_id"].tolist())
+    detections = [{"image_id": a["image_id"], "bbox": a["bbox"], "score": 1.0,
+                   "category_id": 1} for a in coco["annotations"] if a["id"] in kept]
+    path = _detections_file(tmp_path / "gt.json", detections)
+    gt_path = evaluate.evaluate_coco_ap(steps, state, split, 8)
+    detected = evaluate.evaluate_person_boxes(steps, state, split, 8, path)
+    print("AP with ground-truth boxes:", gt_path["AP"], "as detections:", detected["AP"])
+    assert 0.2 < gt_path["AP"] < 0.95
+    assert detected["kept_after_nms"] == detected["detections"] == len(split)
+    for name in coco_eval.STAT_NAMES:
+        assert detected[name] == pytest.approx(gt_path[name], abs=1e-12), name
+
+
+def test_evaluate_person_boxes_cli(tiny_run, val_coco, tmp_path, capsys):
+    """The synthetic data's stand-in detector file (every val box, score 1) through the CLI:
+    every val photo and every annotated person counts; bad files end in one line naming the
+    file and the field, exit status 2."""
+    from shg_jax import evaluate
+
+    coco, folder = val_coco
+    detections = folder.parent / "annotations" / "person_detections_val2017.json"
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--workdir", str(tiny_run[0]), "--person-boxes", str(detections),
+                          "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["coco_person_boxes"]
+    assert result["detections"] == len(coco["annotations"])
+    assert result["images"] == len(coco["images"])
+    assert result["persons"] == sum(a["num_keypoints"] > 0 for a in coco["annotations"])
+    assert result["detections_file"] == str(detections)
+    assert "top-down with the person boxes of" in capsys.readouterr().out
+    path = _detections_file(tmp_path / "dets.json",
+                            [{"image_id": 1, "bbox": [0, 0, 10, 10], "category_id": 1}])
+    assert evaluate.main(["--workdir", str(tiny_run[0]), "--person-boxes", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and path in err and "has no 'score'" in err
+    assert evaluate.main(["--workdir", str(tiny_run[0]), "--person-boxes", path,
+                          "--split", "test"]) == 2
+    assert "--split val" in capsys.readouterr().err
+
+
+def test_predict_folder_with_person_boxes(tiny_run, val_coco, tmp_path):
+    """Photos named by COCO image id, a detections file: each photo's poses are scored box
+    score x mean peak and OKS-NMS'd (a duplicate box is dropped); photos without detections
+    and non-person detections are left out."""
+    coco, folder = val_coco
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    ids = [im["id"] for im in coco["images"][:3]]
+    for im in coco["images"][:3]:
+        (photos / f"{im['id']:012d}.jpg").write_bytes((folder / im["file_name"]).read_bytes())
+    (first,) = [a for a in coco["annotations"] if a["image_id"] == ids[0]][:1]
+    dets = [{"image_id": ids[0], "bbox": first["bbox"], "score": 0.8, "category_id": 1},
+            {"image_id": ids[0], "bbox": first["bbox"], "score": 0.5, "category_id": 1},
+            {"image_id": ids[1], "bbox": [0, 0, 20, 20], "score": 0.9, "category_id": 3}]
+    path = _detections_file(tmp_path / "dets.json", dets)
+    out = tmp_path / "out"
+    assert predict.main(["--workdir", str(tiny_run[0]), "--image", str(photos),
+                         "--person-boxes", path, "--out", str(out)]) == 0
+    result = json.loads((out / "predictions.json").read_text())
+    assert [im["image_id"] for im in result["images"]] == [ids[0]]
+    (person,) = result["images"][0]["people"]
+    assert person["box_score"] == 0.8 and person["bbox"] == first["bbox"]
+    assert person["score"] == pytest.approx(0.8 * np.mean([k[2] for k in person["keypoints"]]),
+                                            abs=1e-3)
+    assert (out / f"{ids[0]:012d}_pose.png").is_file()
+    unknown = _detections_file(tmp_path / "u.json", [dict(dets[0], image_id=123456789)])
+    assert predict.main(["--workdir", str(tiny_run[0]), "--image", str(photos),
+                         "--person-boxes", unknown, "--out", str(out)]) == 2
+
+
+def test_a_run_records_its_label_offset_and_derives_the_flip_shift(tiny_run, tiny_data):
+    """tiny_data holds thesis crops, whose floored labels lie left of their pixels: the run's
+    checkpoint keeps the training split's offset, and the flip test's shift follows from it
+    unless --flip-shift (config.decode.flip_shift) gives one."""
+    from shg_jax import evaluate
+
+    offset = data.Split(tiny_data, "train").label_offset_x
+    _, steps, _, record = evaluate.load_run(tiny_run[0], "best", flip=True)
+    assert record["label_offset_x"] == offset < -1.0
+    assert steps.flip and steps.flip_shift == pytest.approx(flip_shift(4, offset))
+    _, steps, _, _ = evaluate.load_run(tiny_run[0], "best", flip=True, flip_shift=0.5)
+    assert steps.flip_shift == 0.5
