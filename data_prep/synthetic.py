@@ -9,8 +9,9 @@ walking, arms up, waving, sitting, free), facing the camera (their left on the i
 as in most COCO photos), drawn as limbs of varied thickness and colour, with hands, shoes and
 trousers or shorts, on textured, noisy, cluttered backgrounds. Figures overlap at times;
 joints hidden by an occluder or by a figure drawn in front are labelled v=1; joints outside
-the image, and a few random ones, are unlabelled (v=0). Some images also hold a small background figure annotated with no
-keypoints, as COCO does, so the preparation's filters are exercised. Deterministic for a seed:
+the image, and a few random ones, are unlabelled (v=0). Some images also hold a small
+background figure annotated with no keypoints, as COCO does, so the preparation's filters are
+exercised. Deterministic for a seed:
 image i of a split depends only on (seed, split, i).
 
 DIR/annotations/person_detections_val2017.json stands in for a person detector's output: the

@@ -86,9 +86,13 @@ def evaluate_coco_ap(steps: Steps, state, split: data.Split, batch_size: int) ->
             ann_ids.append(batch["ann_id"][valid])
             image_ids.append(batch["image_id"][valid])
             progress.update(1, count=int(valid.sum()))
-    return coco_eval.crop_predictions_ap(coco, meta["crop_mode"], size,
-                                         np.concatenate(ann_ids), np.concatenate(image_ids),
-                                         np.concatenate(xy), np.concatenate(scores))
+    stats = coco_eval.crop_predictions_ap(coco, meta["crop_mode"], size,
+                                          np.concatenate(ann_ids), np.concatenate(image_ids),
+                                          np.concatenate(xy), np.concatenate(scores))
+    stats["protocol"] = (f"ground-truth person boxes: {stats['persons']} persons in "
+                         f"{stats['images']} images ({stats['ignored_persons']} with keypoints "
+                         f"that the crop rules dropped are ignored)")
+    return stats
 
 
 def evaluate_person_boxes(steps: Steps, state, split: data.Split, batch_size: int,
@@ -140,6 +144,9 @@ def evaluate_person_boxes(steps: Steps, state, split: data.Split, batch_size: in
     stats = coco_eval.keypoint_ap(coco, predictions, image_ids=set(images))
     stats["detections"] = sum(len(d) for d in boxes.values())
     stats["kept_after_nms"] = len(predictions)
+    stats["protocol"] = (f"the person boxes of {detections}: {stats['detections']} "
+                         f"detections, {stats['kept_after_nms']} poses after OKS-NMS, "
+                         f"{stats['persons']} annotated persons in {stats['images']} images")
     return stats
 
 
@@ -246,21 +253,13 @@ def main(argv=None) -> int:
     result.update(checkpoint=args.checkpoint, epoch=record["epoch"], split=args.split,
                   global_step=record["global_step"], decode=config.decode.to_dict())
     print(f"{args.workdir}: checkpoint {args.checkpoint} (epoch {record['epoch']}), "
-          f"split {args.split}, decoding: flip {config.decode.flip}, "
-          f"subpixel {config.decode.subpixel}")
+          f"split {args.split}, decoding: flip {steps.flip} (shift {steps.flip_shift:+.3f} "
+          f"cells), subpixel {steps.subpixel}")
     print(format_table(result))
-    if args.coco_ap:
-        c = result["coco"]
-        print(f"COCO keypoint AP, top-down with ground-truth person boxes: {c['persons']} "
-              f"persons in {c['images']} images ({c['ignored_persons']} with keypoints that "
-              f"the crop rules dropped are ignored)")
-        print(c["summary"].rstrip())
-    if args.person_boxes:
-        c = result["coco_person_boxes"]
-        print(f"COCO keypoint AP, top-down with the person boxes of {args.person_boxes}: "
-              f"{c['detections']} detections, {c['kept_after_nms']} poses after OKS-NMS, "
-              f"{c['persons']} annotated persons in {c['images']} images")
-        print(c["summary"].rstrip())
+    for key in ("coco", "coco_person_boxes"):
+        if key in result:
+            print(f"COCO keypoint AP, top-down with {result[key]['protocol']}")
+            print(result[key]["summary"].rstrip())
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" /
                        f"{args.split}-{args.checkpoint}.json")
     if jax.process_index() == 0:

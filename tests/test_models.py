@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from shg_jax.models import (BottleneckAutoencoder, Residual, StackedHourglass, build_model,
-                            model_config)
+from shg_jax.models import BottleneckAutoencoder, Residual, build_model, model_config
 
 
 def n_params(module) -> int:

@@ -150,7 +150,8 @@ def test_evaluate_errors_name_what_is_missing(tmp_path, capsys):
     assert "no checkpoints" in capsys.readouterr().err
 
 
-def test_sigkill_at_the_end_of_epoch_1_then_rerun_equals_uninterrupted(tiny_data, reference, tmp_path):
+def test_sigkill_at_the_end_of_epoch_1_then_rerun_equals_uninterrupted(tiny_data, reference,
+                                                                         tmp_path):
     workdir = tmp_path / "killed"
     proc = subprocess.Popen(main_cmd(tiny_data, workdir), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
