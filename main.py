@@ -18,10 +18,10 @@ from absl import app, flags, logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from analysis.extract import pretraining_latents
-from data_prep.cache import CacheError, ensure_synthetic
-from shg_jax import data, pretrain, train
-from shg_jax.checkpoint import CheckpointError
+from shg_jax.latents import pretraining_latents
+from data_prep.cache import ensure_synthetic
+from shg_jax import pretrain, train
+from shg_jax.errors import UserError
 from shg_jax.pretrain import latent_shape
 
 FLAGS = flags.FLAGS
@@ -51,7 +51,7 @@ def init_distributed() -> None:
 
 def pretrain_autoencoder(config) -> None:
     """Stage 1 of configs/autoencoder.py: latents of the SHG in config.init_from (extracted
-    by the analysis extractor into WORKDIR/latents, reused on rerun), then the autoencoder."""
+    by shg_jax.latents into WORKDIR/latents, reused on rerun), then the autoencoder."""
     if not config.init_from:
         raise train.TrainingError("--config.stage=pretrain needs --config.init_from=SHG_WORKDIR")
     train_lat, val_lat, source = pretraining_latents(
@@ -81,7 +81,7 @@ def main(argv):
             train.train_and_evaluate(config, FLAGS.workdir,
                                      allow_config_change=FLAGS.allow_config_change,
                                      profile_dir=FLAGS.profile_dir)
-    except (data.DataError, train.TrainingError, CacheError, CheckpointError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

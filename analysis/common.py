@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import jax.numpy as jnp
 import numpy as np
 
-from shg_jax import data
-from shg_jax.checkpoint import CheckpointError
+from shg_jax import cli, data
 from shg_jax.draw import fuse_heatmaps, overlay_heatmap
-from shg_jax.evaluate import load_run
+from shg_jax.runs import open_run
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, metavar="WORKDIR", help="a training run's folder")
-    p.add_argument("--checkpoint", default="best",
-                   help="best | latest | best_loss | an epoch number")
-    p.add_argument("--split", default="train", choices=("train", "val", "test"))
-    p.add_argument("--data_dir", help="prepared data (default: the run's config.data_dir)")
-    p.add_argument("--batch-size", type=int, default=64)
+    """The run flags of every command (shg_jax.cli; --ckpt is --workdir), on the train split
+    by default, and --batch-size, --out."""
+    cli.add_run_arguments(p, split="train")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
     p.add_argument("--out", required=True, help="output folder (figures, numbers, index.html)")
 
 
@@ -37,15 +33,11 @@ def add_kmeans_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def open_run(args):
-    """-> (config, steps, state, record, split); exits with status 2 and one line on error."""
-    try:
-        config, steps, state, record = load_run(args.ckpt, args.checkpoint, args.data_dir)
-        split = data.Split(config.data_dir, args.split)
-    except (CheckpointError, data.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return config, steps, state, record, split
+def open_run_split(args):
+    """The run and split the flags of add_run_arguments name: (config, steps, state, record,
+    split)."""
+    config, steps, state, record = open_run(args.workdir, args.checkpoint, args.data_dir)
+    return config, steps, state, record, data.Split(config.data_dir, args.split)
 
 
 def gt_overlays(steps, images: np.ndarray, keypoints: np.ndarray) -> list[np.ndarray]:

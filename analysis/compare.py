@@ -23,12 +23,12 @@ import numpy as np
 from analysis import cluster, figures
 from analysis import pca as pca_lib
 from analysis.common import add_kmeans_arguments
-from analysis.extract import extract
+from shg_jax.latents import extract
 from analysis.report import Report
-from shg_jax import data
-from shg_jax.checkpoint import CheckpointError
-from shg_jax.evaluate import evaluate_split, load_run
+from shg_jax import cli, data
+from shg_jax.evaluate import evaluate_split
 from shg_jax.models import CODE_LAYER
+from shg_jax.runs import open_run
 
 #: DESIGN.md's thesis numbers: (val PCK, test PCK, test v=2 only, test limbs only).
 THESIS = {"SHG": {"val": {"all": 0.433}, "test": {"all": 0.441, "visible": 0.469,
@@ -67,29 +67,26 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m analysis.compare",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", action="append", required=True, metavar="WORKDIR",
-                   help="a training run; give it twice (SHG, then SHG + autoencoder)")
-    p.add_argument("--checkpoint", default="best",
-                   help="best | latest | best_loss | an epoch number (for every run)")
-    p.add_argument("--split", default="test", choices=("val", "test", "train"),
-                   help="split of the PCK table")
-    p.add_argument("--latent-split", default="train", choices=("val", "test", "train"),
+    # --workdir (or --ckpt) twice: the SHG run, then the SHG + autoencoder run; --split is
+    # the split of the PCK table.
+    cli.add_run_arguments(p, split="test", many=True)
+    p.add_argument("--latent-split", default="train", choices=cli.SPLIT_NAMES,
                    help="split whose latents PCA and K-Means use")
-    p.add_argument("--data_dir", help="prepared data (default: each run's config.data_dir)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
     add_kmeans_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     return p.parse_args(argv)
 
 
+@cli.guard
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = pathlib.Path(args.out)
-    report = Report(out, "SHG vs SHG + autoencoder: " + ", ".join(args.ckpt))
+    report = Report(out, "SHG vs SHG + autoencoder: " + ", ".join(args.workdir))
     rows, pcas = [], {}
     try:
-        for i, workdir in enumerate(args.ckpt):
-            config, steps, state, record = load_run(workdir, args.checkpoint, args.data_dir)
+        for i, workdir in enumerate(args.workdir):
+            config, steps, state, record = open_run(workdir, args.checkpoint, args.data_dir)
             name = f"{workdir} ({args.checkpoint})"
             result = evaluate_split(steps, state, data.Split(config.data_dir, args.split),
                                     args.batch_size, desc=f"{name} {args.split}")
@@ -106,7 +103,7 @@ def main(argv=None) -> int:
             label = f"{name}: " + ("autoencoder code" if layer == CODE_LAYER
                                    else f"bottleneck residual {layer}")
             pcas[label] = (pca_lib.fit(latents.latents), latents, layer)
-    except (CheckpointError, data.DataError, ValueError) as e:
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

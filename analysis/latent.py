@@ -26,9 +26,11 @@ from PIL import Image
 
 from analysis import cluster, figures
 from analysis import pca as pca_lib
-from analysis.common import add_kmeans_arguments, add_run_arguments, gt_overlays, open_run
-from analysis.extract import Latents, extract
+from analysis.common import (add_kmeans_arguments, add_run_arguments, gt_overlays,
+                             open_run_split)
+from shg_jax.latents import Latents, extract
 from analysis.report import Report
+from shg_jax import cli
 from shg_jax.draw import draw_skeleton
 from shg_jax.heatmap import decode_heatmaps
 from shg_jax.models import latent_layer
@@ -211,14 +213,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+@cli.guard
 def main(argv=None) -> int:
     args = parse_args(argv)
-    config, steps, state, record, split = open_run(args)
-    report = Report(args.out, f"Latent space: {args.ckpt} ({args.checkpoint}, epoch "
+    config, steps, state, record, split = open_run_split(args)
+    report = Report(args.out, f"Latent space: {args.workdir} ({args.checkpoint}, epoch "
                               f"{record['epoch']}), {args.split} split, layer {args.layer}")
     try:
         latents = extract(steps, state, split, args.layer, args.out, batch_size=args.batch_size,
-                          checkpoint={"workdir": str(args.ckpt), "step": record["global_step"]})
+                          checkpoint={"workdir": str(args.workdir), "step": record["global_step"]})
         for spec in args.subset or ["full-annotated", "random:10000", "all"]:
             analyse_subset(report, latents, spec, steps=steps, split=split, args=args)
     except ValueError as e:

@@ -15,13 +15,12 @@ import sys
 
 import jax
 import numpy as np
-from flax import nnx
 
 from analysis import figures
-from analysis.common import add_run_arguments, gt_overlays, heat_overlays, open_run
+from analysis.common import add_run_arguments, gt_overlays, heat_overlays, open_run_split
 from analysis.report import Report
-from shg_jax import data, pck
-from shg_jax import sharding as shd
+from shg_jax import cli, data, pck
+from shg_jax import placement
 from shg_jax.progress import Progress
 
 
@@ -29,7 +28,7 @@ def ablation_function(steps):
     """jitted (state, batch) -> per-sample PCK with skips, without, has-annotation mask,
     and both predictions (B, H, W, J)."""
     def fn(state, batch):
-        model = nnx.merge(steps.graphdef_eval, state.params, state.batch_stats)
+        model = steps.eval_model(state)
         images = steps.inputs(batch["images"])
         target = steps.targets(batch["keypoints"])
         out = {}
@@ -54,7 +53,7 @@ def run_ablation(steps, state, split: data.Split, batch_size: int, limit: int | 
         for i, batch in enumerate(data.prefetch(data.eval_batches(split, batch_size))):
             if i == total:
                 break
-            out = jax.device_get(fn(state, shd.shard_batch(batch, steps.mesh)))
+            out = jax.device_get(fn(state, placement.shard_batch(batch, steps.mesh)))
             rows = batch["valid"] & (batch["index"] < n)
             for k in keep:
                 keep[k].append(np.asarray(out[k])[rows])
@@ -62,6 +61,7 @@ def run_ablation(steps, state, split: data.Split, batch_size: int, limit: int | 
     return {k: np.concatenate(v) for k, v in keep.items()}
 
 
+@cli.guard
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.skips",
                                 description=__doc__.split("\n\n")[0],
@@ -71,11 +71,11 @@ def main(argv=None) -> int:
     p.add_argument("--grid", type=int, default=20, help="samples in the grid figure")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    config, steps, state, record, split = open_run(args)
+    config, steps, state, record, split = open_run_split(args)
     res = run_ablation(steps, state, split, args.batch_size, args.limit)
     has = res["has"]
     with_skips, without = res["with"][has], res["without"][has]
-    report = Report(args.out, f"Skip-connection ablation: {args.ckpt} ({args.checkpoint}, "
+    report = Report(args.out, f"Skip-connection ablation: {args.workdir} ({args.checkpoint}, "
                               f"epoch {record['epoch']}), {args.split} split")
     summary = {"samples": int(has.sum()), "mean_pck_with_skips": float(with_skips.mean()),
                "mean_pck_without_skips": float(without.mean())}
@@ -92,12 +92,10 @@ def main(argv=None) -> int:
         pick = np.sort(np.random.default_rng(args.seed).choice(
             perfect, min(args.grid, len(perfect)), replace=False))
         batch = split.gather(pick)
-        pad = -len(pick) % len(steps.mesh.devices.flat)
-        padded = {k: np.concatenate([v, v[:1].repeat(pad, 0)]) if pad else v
-                  for k, v in batch.items()}
+        padded = split.gather(np.resize(pick, placement.padded_size(len(pick))))
         padded["valid"] = np.ones(len(padded["images"]), bool)
-        out = jax.device_get(ablation_function(steps)(state, shd.shard_batch(padded,
-                                                                             steps.mesh)))
+        out = jax.device_get(ablation_function(steps)(
+            state, placement.shard_batch(padded, steps.mesh)))
         n = len(pick)
         grid = [list(t) for t in zip(batch["images"],
                                      gt_overlays(steps, batch["images"], batch["keypoints"]),

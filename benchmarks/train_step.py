@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from shg_jax import sharding as shd
+from shg_jax import placement
 from shg_jax.convert import THESIS_MEAN_RGB
 from shg_jax.steps import Steps
 
@@ -66,13 +66,13 @@ def main(argv) -> None:
     steps = Steps(config, THESIS_MEAN_RGB)
     state = steps.init_state()
     host = random_batch(FLAGS.batch, config.model.input_size)
-    batch = shd.shard_batch(host, steps.mesh, keys=("images", "keypoints", "valid"))
+    batch = placement.shard_batch(host, steps.mesh, keys=("images", "keypoints", "valid"))
 
     start = time.perf_counter()
     train = steps.train_step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
     flops = (train.cost_analysis() or {}).get("flops", float("nan"))
-    predict = steps.predict.lower(state, batch).compile()
+    predict = steps.heatmaps_and_targets.lower(state, batch).compile()
 
     def train_once():
         nonlocal state

@@ -10,11 +10,12 @@ import shutil
 from data_prep import coco as prep
 from data_prep import synthetic
 from shg_jax import data, fileio
+from shg_jax.errors import UserError
 
 SETTINGS = "synthetic.json"
 
 
-class CacheError(Exception):
+class CacheError(UserError):
     pass
 
 

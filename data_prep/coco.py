@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image
 
 from shg_jax import crop as cropping
-from shg_jax import fileio, shards
+from shg_jax import cli, fileio, shards
+from shg_jax.errors import UserError
 from shg_jax.progress import Progress
 from shg_jax.skeleton import N_JOINTS
 
@@ -66,7 +67,7 @@ class SplitPlan:
     dropped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
-class InputError(Exception):
+class InputError(UserError):
     """A missing or unusable input; the message names the path and what to do."""
 
 
@@ -387,13 +388,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+@cli.guard
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

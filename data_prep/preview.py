@@ -16,7 +16,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shg_jax import data
+from shg_jax import cli, data
 from shg_jax.draw import draw_skeleton
 from shg_jax.fileio import tmp_name
 
@@ -36,6 +36,7 @@ def preview_grid(split: data.Split, indices) -> Image.Image:
     return grid
 
 
+@cli.guard
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.preview",
                                 description=__doc__.split("\n\n")[0],
@@ -46,11 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="which random crops to show")
     args = p.parse_args(argv)
     split_dir = pathlib.Path(args.split_dir)
-    try:
-        split = data.Split(split_dir.parent, split_dir.name)
-    except data.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    split = data.Split(split_dir.parent, split_dir.name)
     rng = np.random.default_rng(args.seed)
     indices = np.sort(rng.choice(len(split), size=min(args.n, len(split)), replace=False))
     out = pathlib.Path(args.out)

@@ -18,10 +18,12 @@ import pathlib
 import jax
 import orbax.checkpoint as ocp
 
+from shg_jax.errors import UserError
+
 KINDS = ("latest", "best", "best_loss")
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """No checkpoint where one was asked for; the message says what exists."""
 
 

@@ -22,11 +22,12 @@ import pathlib
 import numpy as np
 
 from shg_jax import crop as cropping
+from shg_jax.errors import UserError
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
-class CocoEvalError(Exception):
+class CocoEvalError(UserError):
     """The COCO evaluation cannot run (missing annotations, wrong split); says what to do."""
 
 

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from shg_jax.errors import UserError
 from shg_jax.models import StackedHourglass, build_model
 
 SHG_PREFIX, AE_PREFIX = "SHG_model.", "AE_model."
@@ -33,7 +34,7 @@ _HEAD = ("last_res", "last_conv_1", "bn_last", "last_conv_2")
 THESIS_MEAN_RGB = (0.4103, 0.3741, 0.3536)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     pass
 
 

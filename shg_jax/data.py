@@ -24,9 +24,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from shg_jax import shards
+from shg_jax.errors import UserError
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Prepared data missing or incomplete; the message says which command makes it."""
 
 

@@ -1,7 +1,7 @@
 """Evaluation of a checkpoint: PCK (all / v=2 only / limbs only, per joint) and loss.
 
     python -m shg_jax.evaluate --workdir DIR [--checkpoint best|latest|best_loss|EPOCH]
-        [--split val|test] [--data_dir DIR] [--out FILE.json] [--flip] [--subpixel]
+        [--split val|test] [--data-dir DIR] [--out FILE.json] [--flip] [--subpixel]
         [--coco-ap] [--person-boxes DETECTIONS.json]
 
 The same evaluation training runs after every epoch, so on `--split val` it reproduces the
@@ -19,16 +19,15 @@ import pathlib
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 
-from shg_jax import coco_eval, data, fileio, pck, topdown
-from shg_jax import sharding as shd
-from shg_jax.checkpoint import CheckpointError, Checkpoints
+from shg_jax import cli, coco_eval, data, fileio, pck, topdown
+from shg_jax import placement
 from shg_jax.heatmap import decode_heatmaps
 from shg_jax.progress import Progress
+from shg_jax.runs import open_run
 from shg_jax.skeleton import JOINT_NAMES
-from shg_jax.steps import DEFAULT_DECODE, Steps
+from shg_jax.steps import Steps
 
 
 def evaluate_split(steps: Steps, state, split: data.Split, batch_size: int, *,
@@ -43,12 +42,12 @@ def evaluate_split(steps: Steps, state, split: data.Split, batch_size: int, *,
     sums = None
     with Progress(total, desc or f"eval {split.name}", unit="img",
                   enabled=jax.process_index() == 0) as progress:
-        for batch in data.prefetch(batches, transform=lambda b: shd.shard_batch(b,
+        for batch in data.prefetch(batches, transform=lambda b: placement.shard_batch(b,
                                                                                 steps.mesh)):
             out = steps.eval_step(state, batch)
             sums = out if sums is None else pck.add_counts(sums, out)
             progress.update(1, count=batch_size)
-    sums = shd.to_host(sums)
+    sums = placement.to_host(sums)
     result = pck.summarize({k: v for k, v in sums.items() if "/" in k})
     count = float(sums["count"])
     result["loss"] = float(sums["loss_sum"]) / count if count else float("nan")
@@ -76,9 +75,9 @@ def evaluate_coco_ap(steps: Steps, state, split: data.Split, batch_size: int) ->
     with Progress(data.steps_per_epoch(len(split), batch_size, train=False), "COCO AP",
                   unit="img") as progress:
         for batch in batches:
-            heatmaps = steps.infer(state, shd.shard_batch(batch, steps.mesh,
+            heatmaps = steps.infer(state, placement.shard_batch(batch, steps.mesh,
                                                           keys=("images",))["images"])
-            coords, s = decode_heatmaps(shd.to_host(heatmaps), input_size=size,
+            coords, s = decode_heatmaps(placement.to_host(heatmaps), input_size=size,
                                         subpixel=steps.subpixel)
             valid = batch["valid"]
             xy.append(np.asarray(coords)[valid])
@@ -165,67 +164,16 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def load_run(workdir, checkpoint: str = "best", data_dir: str | None = None, *,
-             flip: bool | None = None, subpixel: bool | None = None,
-             flip_shift: float | None = None):
-    """A trained run -> (config, steps, state, record) for evaluation or analysis.
-    `flip` / `subpixel` / `flip_shift` override the run's config.decode (None keeps it)."""
-    ckpts = Checkpoints(workdir, read_only=True)
-    kind, step = ckpts.find(checkpoint)
-    record = ckpts.record(kind, step)
-    config = ml_collections.ConfigDict(record["config"])
-    if data_dir:
-        config.data_dir = str(data_dir)
-    config.decode = ml_collections.ConfigDict(config.get("decode") or DEFAULT_DECODE)
-    for name, value in (("flip", flip), ("subpixel", subpixel), ("flip_shift", flip_shift)):
-        if value is not None:
-            config.decode[name] = value
-    mean, offset = record.get("mean_rgb"), record.get("label_offset_x")
-    if mean is None or offset is None:            # runs made before the record held them
-        try:
-            meta = data.load_meta(config.data_dir)
-        except data.DataError:
-            if mean is None:
-                raise
-            meta = {}
-        mean = meta["mean_rgb"] if mean is None else mean
-        offset = meta.get("label_offset_x", 0.0) if offset is None else offset
-    steps = Steps(config, mean, label_offset_x=offset)
-    state, record = ckpts.restore(kind, step, steps.init_state())
-    return config, steps, state, record
-
-
-def add_decode_arguments(p: argparse.ArgumentParser) -> None:
-    """--flip / --subpixel (and --no-...) / --flip-shift: override the run's config.decode."""
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="flip test: average with the mirrored crop's prediction (default: "
-                        "the run's config.decode.flip; thesis: off)")
-    p.add_argument("--subpixel", action=argparse.BooleanOptionalAction, default=None,
-                   help="quarter-pixel shift toward the higher neighbour (default: the "
-                        "run's config.decode.subpixel; thesis: off)")
-    p.add_argument("--flip-shift", type=float, metavar="CELLS",
-                   help="with --flip: heatmap cells the flipped-back maps move right "
-                        "(default: the run's config.decode.flip_shift, or derived from the "
-                        "training labels: shg_jax.heatmap.flip_shift)")
-
-
-def decode_overrides(args: argparse.Namespace) -> dict:
-    """The load_run keywords of the flags add_decode_arguments declares."""
-    return dict(flip=args.flip, subpixel=args.subpixel, flip_shift=args.flip_shift)
-
-
+@cli.guard
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m shg_jax.evaluate",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--workdir", required=True, help="a training run's folder")
-    p.add_argument("--checkpoint", default="best",
-                   help="best | latest | best_loss | an epoch number")
-    p.add_argument("--split", default="val", choices=("val", "test", "train"))
-    p.add_argument("--data_dir", help="prepared data (default: the run's config.data_dir)")
-    p.add_argument("--batch_size", type=int, help="default: the run's eval_batch_size")
+    cli.add_run_arguments(p, split="val")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
+                   help="default: the run's eval_batch_size")
     p.add_argument("--out", help="JSON output (default WORKDIR/eval/SPLIT-CHECKPOINT.json)")
-    add_decode_arguments(p)
+    cli.add_decode_arguments(p)
     p.add_argument("--coco-ap", action="store_true",
                    help="also COCO keypoint AP/AR (pycocotools) on the val split, top-down "
                         "with the ground-truth person boxes")
@@ -234,22 +182,18 @@ def main(argv=None) -> int:
                         "detections (COCO detection-results format: image_id, bbox, score, "
                         "category_id), OKS-NMS 0.9, as published top-down numbers are")
     args = p.parse_args(argv)
-    try:
-        config, steps, state, record = load_run(args.workdir, args.checkpoint, args.data_dir,
-                                                **decode_overrides(args))
-        split = data.Split(config.data_dir, args.split)
-        batch_size = args.batch_size or config.eval_batch_size
-        coco = evaluate_coco_ap(steps, state, split, batch_size) if args.coco_ap else None
-        detected = (evaluate_person_boxes(steps, state, split, batch_size, args.person_boxes)
-                    if args.person_boxes else None)
-        result = evaluate_split(steps, state, split, batch_size)
-        if coco:
-            result["coco"] = coco
-        if detected:
-            result["coco_person_boxes"] = dict(detected, detections_file=args.person_boxes)
-    except (CheckpointError, data.DataError, coco_eval.CocoEvalError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config, steps, state, record = open_run(args.workdir, args.checkpoint, args.data_dir,
+                                            **cli.decode_overrides(args))
+    split = data.Split(config.data_dir, args.split)
+    batch_size = args.batch_size or config.eval_batch_size
+    coco = evaluate_coco_ap(steps, state, split, batch_size) if args.coco_ap else None
+    detected = (evaluate_person_boxes(steps, state, split, batch_size, args.person_boxes)
+                if args.person_boxes else None)
+    result = evaluate_split(steps, state, split, batch_size)
+    if coco:
+        result["coco"] = coco
+    if detected:
+        result["coco_person_boxes"] = dict(detected, detections_file=args.person_boxes)
     result.update(checkpoint=args.checkpoint, epoch=record["epoch"], split=args.split,
                   global_step=record["global_step"], decode=config.decode.to_dict())
     print(f"{args.workdir}: checkpoint {args.checkpoint} (epoch {record['epoch']}), "

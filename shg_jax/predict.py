@@ -38,16 +38,16 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shg_jax import coco_eval, data, fileio, topdown
+from shg_jax import cli, coco_eval, data, fileio, topdown
 from shg_jax import crop as cropping
-from shg_jax.checkpoint import CheckpointError
 from shg_jax.draw import draw_skeleton
-from shg_jax.evaluate import add_decode_arguments, decode_overrides, load_run
+from shg_jax.errors import UserError
+from shg_jax.runs import open_run
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class PredictError(Exception):
+class PredictError(UserError):
     """Bad input (image, box, boxes file); the message names it and what to do."""
 
 
@@ -136,9 +136,7 @@ def parse_args(argv=None):
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--workdir", required=True, help="a training run's folder")
-    p.add_argument("--checkpoint", default="best",
-                   help="best | latest | best_loss | an epoch number (default best)")
+    cli.add_run_arguments(p, split=None)
     p.add_argument("--image", required=True, help="a photo, or a folder of photos")
     p.add_argument("--bbox", action="append", type=parse_bbox, metavar="X,Y,W,H",
                    help="a person box in image pixels; repeatable (single image only)")
@@ -154,42 +152,39 @@ def parse_args(argv=None):
                    help="joints whose heatmap peak is below this are drawn dimmed")
     p.add_argument("--crop-mode", choices=cropping.CROP_MODES,
                    help="default: the crop mode of the data the run was trained on")
-    add_decode_arguments(p)
+    cli.add_decode_arguments(p)
     return p.parse_args(argv)
 
 
+@cli.guard
 def main(argv=None) -> int:
     args = parse_args(argv)
     source = pathlib.Path(args.image)
-    try:
-        if args.person_boxes and (args.bbox or args.boxes):
-            raise PredictError("--person-boxes replaces --bbox and --boxes; give one of them")
-        if source.is_dir():
-            if args.bbox:
-                raise PredictError("--bbox is for a single image; use --boxes for a folder")
-            photos = [f for f in sorted(source.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-            jobs = (detection_jobs(args.person_boxes, photos) if args.person_boxes else
-                    read_boxes(args.boxes, source) if args.boxes else
-                    [Job(f) for f in photos])
-            out_dir = pathlib.Path(args.out or "predictions")
-            pictures = {job.path: out_dir / f"{job.path.stem}_pose.png" for job in jobs}
-            json_path = pathlib.Path(args.json or out_dir / "predictions.json")
-        elif source.is_file():
-            jobs = (detection_jobs(args.person_boxes, [source]) if args.person_boxes else
-                    [Job(source, None, args.bbox or [])])
-            out = pathlib.Path(args.out or f"{source.stem}_pose.png")
-            pictures = {source: out}
-            json_path = pathlib.Path(args.json or out.with_suffix(".json"))
-        else:
-            raise PredictError(f"--image {source}: no such file or folder")
-        if not jobs:
-            raise PredictError(f"no images to predict in {source}" + (
-                f" with detections in {args.person_boxes}" if args.person_boxes else ""))
-        config, steps, state, record = load_run(args.workdir, args.checkpoint,
-                                                **decode_overrides(args))
-    except (PredictError, CheckpointError, coco_eval.CocoEvalError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.person_boxes and (args.bbox or args.boxes):
+        raise PredictError("--person-boxes replaces --bbox and --boxes; give one of them")
+    if source.is_dir():
+        if args.bbox:
+            raise PredictError("--bbox is for a single image; use --boxes for a folder")
+        photos = [f for f in sorted(source.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        jobs = (detection_jobs(args.person_boxes, photos) if args.person_boxes else
+                read_boxes(args.boxes, source) if args.boxes else
+                [Job(f) for f in photos])
+        out_dir = pathlib.Path(args.out or "predictions")
+        pictures = {job.path: out_dir / f"{job.path.stem}_pose.png" for job in jobs}
+        json_path = pathlib.Path(args.json or out_dir / "predictions.json")
+    elif source.is_file():
+        jobs = (detection_jobs(args.person_boxes, [source]) if args.person_boxes else
+                [Job(source, None, args.bbox or [])])
+        out = pathlib.Path(args.out or f"{source.stem}_pose.png")
+        pictures = {source: out}
+        json_path = pathlib.Path(args.json or out.with_suffix(".json"))
+    else:
+        raise PredictError(f"--image {source}: no such file or folder")
+    if not jobs:
+        raise PredictError(f"no images to predict in {source}" + (
+            f" with detections in {args.person_boxes}" if args.person_boxes else ""))
+    config, steps, state, record = open_run(args.workdir, args.checkpoint, args.data_dir,
+                                            **cli.decode_overrides(args))
     results, failed, loaded = [], [], collections.deque()
 
     def photos():
@@ -211,19 +206,15 @@ def main(argv=None) -> int:
     people_per_photo = topdown.predict_photos(
         photos(), topdown.RunHeatmaps(steps, state), input_size=config.model.input_size,
         crop_mode=args.crop_mode or run_crop_mode(config), subpixel=steps.subpixel)
-    try:
-        for people in people_per_photo:
-            job, image = loaded.popleft()
-            if job.box_scores is not None:
-                people = topdown.oks_nms(people)
-            write_png(draw_people(image, people, args.threshold), pictures[job.path])
-            results.append({"image": str(job.path), "image_id": job.image_id,
-                            "picture": str(pictures[job.path]),
-                            "people": [p.to_json() for p in people]})
-            print(f"{job.path}: {len(people)} person(s) -> {pictures[job.path]}")
-    except PredictError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for people in people_per_photo:
+        job, image = loaded.popleft()
+        if job.box_scores is not None:
+            people = topdown.oks_nms(people)
+        write_png(draw_people(image, people, args.threshold), pictures[job.path])
+        results.append({"image": str(job.path), "image_id": job.image_id,
+                        "picture": str(pictures[job.path]),
+                        "people": [p.to_json() for p in people]})
+        print(f"{job.path}: {len(people)} person(s) -> {pictures[job.path]}")
     fileio.write_json(json_path, {"workdir": str(args.workdir), "checkpoint": args.checkpoint,
                                   "epoch": record["epoch"],
                                   "crop_mode": args.crop_mode or run_crop_mode(config),

@@ -7,7 +7,7 @@ the 3rd bottleneck residual — from a noisy copy x + noise * x * N(0, 1). Thesi
 `config.pretrain`: SGD momentum 0.9, lr 5e-4 halved every 25 epochs, batch 16, MSE (mean over
 every value), 100 epochs. Validation loss (no noise) after every epoch; checkpoints `latest`
 and `best_loss` like training; TensorBoard under WORKDIR/tb. The latents themselves come
-from the analysis extractor (main.py extracts them; this package never imports analysis).
+by shg_jax.latents (`pretraining_latents`, called by main.py), as for the analyses.
 
 Stage 2, `finetune_state(steps, config)`: the first state of the fine-tuning run: every SHG
 parameter and BatchNorm statistic from the SHG checkpoint that stage 1 was trained on, the
@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 
 from shg_jax import data, fileio
-from shg_jax import sharding as shd
+from shg_jax import placement
 from shg_jax.checkpoint import CheckpointError, Checkpoints
 from shg_jax.models.autoencoder import BottleneckAutoencoder
 from shg_jax.progress import Progress
@@ -49,7 +49,7 @@ def latent_shape(model_config) -> tuple[int, int, int]:
     return side, side, model_config.features
 
 
-def learning_rate(config: ml_collections.ConfigDict, epoch: int) -> float:
+def halving_learning_rate(config: ml_collections.ConfigDict, epoch: int) -> float:
     """Thesis: halved every `halve_every` epochs (StepLR(step_size=25, gamma=0.5))."""
     p = config.pretrain
     return p.learning_rate * p.lr_factor ** (epoch // p.halve_every)
@@ -128,7 +128,7 @@ def _train_epoch(ae: AutoencoderSteps, state: AEState, latents: np.ndarray,
             state, loss = ae.train_step(state, np.asarray(latents[rows], np.float32))
             losses.append(loss)
             progress.update(1, count=p.batch_size)
-    return state, float(np.mean(shd.to_host(losses)))
+    return state, float(np.mean(placement.to_host(losses)))
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarray,
@@ -168,7 +168,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarr
     try:
         with interrupt_flag() as interrupted:
             while epoch < p.num_epochs and not interrupted["stop"]:
-                lr = learning_rate(config, epoch)
+                lr = halving_learning_rate(config, epoch)
                 state = with_learning_rate(state, lr)
                 state, train_loss = _train_epoch(ae, state, train_latents, config, epoch)
                 if not math.isfinite(train_loss):
@@ -249,4 +249,4 @@ def finetune_state(steps: Steps, config: ml_collections.ConfigDict) -> TrainStat
     state = TrainState(fresh.step, params, shg_state.batch_stats, steps.tx.init(params))
     log(f"fine-tuning from the SHG {src['workdir']} ({src['kind']} step {src['step']}) with "
         f"the autoencoder of {config.init_from} ({kind} step {step})")
-    return shd.replicate(state, steps.mesh)
+    return placement.replicate(state, steps.mesh)

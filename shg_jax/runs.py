@@ -1,5 +1,6 @@
-"""Bookkeeping shared by the training loops (shg_jax.train, shg_jax.pretrain): the config
-check on resume, Ctrl-C handling, and logging on process 0."""
+"""Runs: opening a trained run for evaluation, prediction and analysis (`open_run`), and the
+bookkeeping the training loops (shg_jax.train, shg_jax.pretrain) share: the config check on
+resume, Ctrl-C handling, and logging on process 0."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import contextlib
 import json
 import signal
 
+from typing import Any, NamedTuple
+
 import jax
 import ml_collections
+
+from shg_jax import data
+from shg_jax.checkpoint import Checkpoints
+from shg_jax.errors import UserError
+from shg_jax.steps import DEFAULT_DECODE, Steps
 
 #: Config fields that may change when a run is resumed; any other difference is refused.
 RESUMABLE_FIELDS = ("num_epochs", "log_every_steps", "keep_checkpoints", "num_tb_images",
@@ -21,7 +29,7 @@ def log(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
-class TrainingError(Exception):
+class TrainingError(UserError):
     """Training cannot go on (non-finite loss, config mismatch); the message says why."""
 
 
@@ -79,3 +87,41 @@ def check_config(run_config: dict, config: ml_collections.ConfigDict, workdir,
                             f"fields:\n  " + "\n  ".join(diffs) +
                             "\nuse another --workdir, or --allow_config_change to resume")
     return diffs
+
+
+class OpenRun(NamedTuple):
+    config: ml_collections.ConfigDict    # the run's config (data_dir and decode as asked)
+    steps: Steps                         # the compiled steps for that config
+    state: Any                           # the restored TrainState
+    record: dict                         # the checkpoint's record (epoch, history, ...)
+
+
+def open_run(workdir, checkpoint: str = "best", data_dir=None, *, flip: bool | None = None,
+             subpixel: bool | None = None, flip_shift: float | None = None) -> OpenRun:
+    """A trained run's checkpoint (best | latest | best_loss | an epoch number), ready to
+    evaluate, predict or analyse. `data_dir` replaces the run's; `flip` / `subpixel` /
+    `flip_shift` override its config.decode (None keeps it). The mean RGB and label offset
+    come from the record, or, for runs made before the record held them, from the data."""
+    ckpts = Checkpoints(workdir, read_only=True)
+    kind, step = ckpts.find(checkpoint)
+    record = ckpts.record(kind, step)
+    config = ml_collections.ConfigDict(record["config"])
+    if data_dir:
+        config.data_dir = str(data_dir)
+    config.decode = ml_collections.ConfigDict(config.get("decode") or DEFAULT_DECODE)
+    for name, value in (("flip", flip), ("subpixel", subpixel), ("flip_shift", flip_shift)):
+        if value is not None:
+            config.decode[name] = value
+    mean, offset = record.get("mean_rgb"), record.get("label_offset_x")
+    if mean is None or offset is None:
+        try:
+            meta = data.load_meta(config.data_dir)
+        except data.DataError:
+            if mean is None:
+                raise
+            meta = {}
+        mean = meta["mean_rgb"] if mean is None else mean
+        offset = meta.get("label_offset_x", 0.0) if offset is None else offset
+    steps = Steps(config, mean, label_offset_x=offset)
+    state, record = ckpts.restore(kind, step, steps.init_state())
+    return OpenRun(config, steps, state, record)

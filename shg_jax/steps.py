@@ -17,7 +17,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from shg_jax import sharding as shd
+from shg_jax import placement
 from shg_jax.heatmap import flip_shift, render_heatmaps, unflip_heatmaps
 from shg_jax.models import build_model
 from shg_jax.pck import pck_counts
@@ -47,8 +47,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     raise ValueError(f"config.optimizer must be 'rmsprop' or 'sgd', got {config.optimizer!r}")
 
 
-def learning_rate(state: TrainState) -> float:
-    return float(shd.to_host(state.opt_state.hyperparams["learning_rate"]))
+def current_learning_rate(state: TrainState) -> float:
+    return float(placement.to_host(state.opt_state.hyperparams["learning_rate"]))
 
 
 def with_learning_rate(state, lr: float):
@@ -71,7 +71,7 @@ class Steps:
     def __init__(self, config: ml_collections.ConfigDict, mean_rgb, mesh=None, *,
                  label_offset_x: float = 0.0):
         self.config = config
-        self.mesh = mesh or shd.data_mesh()
+        self.mesh = mesh or placement.data_mesh()
         model = build_model(config.model, seed=config.seed)
         model.train()
         self.graphdef_train, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -92,12 +92,13 @@ class Steps:
             heatmap_size=config.model.input_size // stride,
             style=hm.style, sigma_visible=hm.sigma_visible, sigma_occluded=hm.sigma_occluded,
             sigma_newell=hm.sigma_newell)
-        repl, data = shd.replicated(self.mesh), shd.batch_sharding(self.mesh)
+        repl, data = placement.replicated(self.mesh), placement.batch_sharding(self.mesh)
         self.train_step = jax.jit(self._train_step, in_shardings=(repl, data),
                                   out_shardings=(repl, repl), donate_argnums=(0,))
         self.eval_step = jax.jit(self._eval_step, in_shardings=(repl, data),
                                  out_shardings=repl)
-        self.predict = jax.jit(self._predict, in_shardings=(repl, data), out_shardings=data)
+        self.heatmaps_and_targets = jax.jit(self._heatmaps_and_targets, in_shardings=(repl, data),
+                                            out_shardings=data)
         self.infer = jax.jit(lambda state, images: self._forward_eval(state, images)[-1],
                              in_shardings=(repl, data), out_shardings=data)
 
@@ -108,7 +109,7 @@ class Steps:
         params, batch_stats = self._init
         state = TrainState(jnp.zeros((), jnp.int32), params, batch_stats,
                            self.tx.init(params))
-        return jax.device_put(state, shd.replicated(self.mesh), may_alias=False)
+        return jax.device_put(state, placement.replicated(self.mesh), may_alias=False)
 
     def inputs(self, images: jax.Array) -> jax.Array:
         """uint8 (B, S, S, 3) -> float32 in [0, 1] minus the training mean RGB (thesis)."""
@@ -132,11 +133,16 @@ class Steps:
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, batch_stats, opt_state), loss
 
+    def eval_model(self, state: TrainState):
+        """The model in evaluation mode (BatchNorm on running statistics) with the state's
+        parameters, for use inside jitted functions."""
+        return nnx.merge(self.graphdef_eval, state.params, state.batch_stats)
+
     def _forward_eval(self, state: TrainState, images: jax.Array) -> jax.Array:
         """(S, B, H, W, J) heatmaps in evaluation mode; with the flip test
         (config.decode.flip), averaged with those of the mirrored crops mapped back
         (mirrored, left/right swapped, moved `flip_shift` cells right)."""
-        model = nnx.merge(self.graphdef_eval, state.params, state.batch_stats)
+        model = self.eval_model(state)
         heatmaps = model.forward(self.inputs(images)).heatmaps
         if self.flip:
             mirrored = model.forward(self.inputs(jnp.flip(images, axis=2))).heatmaps
@@ -154,7 +160,7 @@ class Steps:
         sums["count"] = jnp.sum(valid).astype(jnp.float32)
         return sums
 
-    def _predict(self, state: TrainState, batch: dict):
+    def _heatmaps_and_targets(self, state: TrainState, batch: dict):
         """Last-stack heatmaps (B, H, W, J) and the rendered targets, evaluation mode."""
         return (self._forward_eval(state, batch["images"])[-1],
                 self.targets(batch["keypoints"]))

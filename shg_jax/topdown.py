@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Iterator
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from shg_jax import crop as cropping
-from shg_jax import sharding as shd
+from shg_jax import placement
+from shg_jax.errors import UserError
 from shg_jax.heatmap import decode_heatmaps
 
 #: The OKS threshold above which two poses of one image are the same person (HRNet, mmpose).
@@ -58,7 +58,7 @@ class Person:
                 "box_score": float(self.box_score), "score": self.score}
 
 
-class PhotoError(Exception):
+class PhotoError(UserError):
     """A photo that cannot be read; the message names it."""
 
 
@@ -77,7 +77,7 @@ class RunHeatmaps:
 
     def __init__(self, steps, state, batch_size: int = 16):
         self.steps, self.state = steps, state
-        self.batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+        self.batch_size = placement.padded_size(batch_size)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         out = []
@@ -85,9 +85,9 @@ class RunHeatmaps:
             chunk = crops[start:start + self.batch_size]
             padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.uint8)
             padded[:len(chunk)] = chunk
-            batch = shd.shard_batch({"images": padded}, self.steps.mesh, keys=("images",))
+            batch = placement.shard_batch({"images": padded}, self.steps.mesh, keys=("images",))
             heatmaps = self.steps.infer(self.state, batch["images"])
-            out.append(np.asarray(shd.to_host(heatmaps))[:len(chunk)])
+            out.append(np.asarray(placement.to_host(heatmaps))[:len(chunk)])
         return np.concatenate(out)
 
 

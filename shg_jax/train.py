@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from shg_jax import data, fileio
-from shg_jax import sharding as shd
+from shg_jax import placement
 from shg_jax.checkpoint import Checkpoints
 from shg_jax.draw import heatmap_grid
 from shg_jax.evaluate import evaluate_split
@@ -27,7 +27,7 @@ from shg_jax.pretrain import finetune_state
 from shg_jax.progress import Progress
 from shg_jax.runs import TrainingError, check_config, config_json, interrupt_flag, log as _log
 from shg_jax.schedule import PlateauSchedule
-from shg_jax.steps import Steps, learning_rate, with_learning_rate
+from shg_jax.steps import Steps, current_learning_rate, with_learning_rate
 from shg_jax.summary import StepProfiler, SummaryLogger
 
 class _Run:
@@ -77,7 +77,7 @@ def _check_data(config, train_split: data.Split, n_devices: int) -> None:
 
 
 def global_step(state) -> int:
-    return int(shd.to_host(state.step))
+    return int(placement.to_host(state.step))
 
 
 def _log_images(logger, steps, state, split, config, epoch) -> None:
@@ -86,10 +86,11 @@ def _log_images(logger, steps, state, split, config, epoch) -> None:
     if n == 0:
         return
     # A fixed set: the first n validation crops, padded to a multiple of the device count.
-    rows = -(-n // len(jax.devices())) * len(jax.devices())
+    rows = placement.padded_size(n)
     batch = split.gather(np.arange(rows) % len(split))
-    local = {k: v[shd.local_rows(rows)] for k, v in batch.items()}
-    pred, target = shd.to_host(steps.predict(state, shd.shard_batch(local, steps.mesh)))
+    local = {k: v[placement.local_rows(rows)] for k, v in batch.items()}
+    pred, target = placement.to_host(steps.heatmaps_and_targets(
+        state, placement.shard_batch(local, steps.mesh)))
     logger.image("val/heatmaps (crop | GT | prediction)",
                  heatmap_grid(batch["images"][:n], target[:n], pred[:n]), epoch)
 
@@ -171,7 +172,7 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, profil
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())
     batches = data.prefetch(batches, size=config.prefetch,
-                            transform=lambda b: shd.shard_batch(b, steps.mesh))
+                            transform=lambda b: placement.shard_batch(b, steps.mesh))
     pending = []
     tick = time.perf_counter()
     progress = Progress(n_steps, f"epoch {run.epoch + 1}/{config.num_epochs}", unit="img",
@@ -185,7 +186,7 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, profil
             run.step_in_epoch += 1
             last = run.step_in_epoch == n_steps
             if len(pending) >= config.log_every_steps or last or interrupted["stop"]:
-                losses = np.asarray(shd.to_host(pending), np.float64)
+                losses = np.asarray(placement.to_host(pending), np.float64)
                 bad = np.nonzero(~np.isfinite(losses))[0]
                 if len(bad):
                     step = global_step(state) - len(losses) + int(bad[0]) + 1
@@ -197,7 +198,7 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, profil
                 run.loss_sum += float(losses.sum())
                 run.loss_count += len(losses)
                 logger.scalars({"train/loss": losses.mean(),
-                                "train/learning_rate": learning_rate(state),
+                                "train/learning_rate": current_learning_rate(state),
                                 "train/images_per_second":
                                     len(losses) * config.batch_size / (now - tick)},
                                global_step(state))
@@ -217,7 +218,7 @@ def _end_epoch(steps, state, run, val_split, config, logger, ckpts, train_split)
     """Validation, the plateau rule, TensorBoard, checkpoints; returns the state to go on."""
     val = evaluate_split(steps, state, val_split, config.eval_batch_size,
                          desc=f"epoch {run.epoch + 1} validation")
-    lr_used = learning_rate(state)
+    lr_used = current_learning_rate(state)
     if run.schedule.step(val["all/pck"]):
         state = with_learning_rate(state, run.schedule.lr)
     run.epoch += 1

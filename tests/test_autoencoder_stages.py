@@ -13,7 +13,7 @@ from flax import nnx
 from shg_jax import pretrain
 from shg_jax.runs import TrainingError
 
-from conftest import REPO, read_events, tiny_train_config, tiny_train_overrides
+from helpers import REPO, read_events, tiny_train_config, tiny_train_overrides
 
 AE_OVERRIDES = {"config.model.ae_code_size": 8, "config.pretrain.batch_size": 8,
                 "config.pretrain.learning_rate": 0.01, "config.keep_checkpoints": 5}
@@ -43,7 +43,7 @@ def stage1(tiny_run, tiny_data, tmp_path_factory):
 
 def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
     workdir, output = stage1
-    from analysis.extract import pretraining_latents
+    from shg_jax.latents import pretraining_latents
 
     config = ae_config(tiny_data, **{"config.init_from": tiny_run[0],
                                      "config.stage": "pretrain"})
@@ -94,7 +94,7 @@ def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
 
 
 def test_latents_extracted_once_and_reused(stage1, tiny_run, tiny_data):
-    from analysis.extract import pretraining_latents
+    from shg_jax.latents import pretraining_latents
 
     workdir, _ = stage1
     meta = workdir / "latents" / "train-layer3" / "meta.json"
@@ -111,7 +111,7 @@ def test_multiplicative_noise_and_halving_schedule(tiny_data):
     rel = np.asarray((noisy[1000:] - 3.0) / 3.0)
     assert abs(rel.std() - 0.1) < 0.002 and abs(rel.mean()) < 0.002
     config = ae_config(tiny_data)
-    lrs = [pretrain.learning_rate(config, e) for e in (0, 24, 25, 49, 50, 99)]
+    lrs = [pretrain.halving_learning_rate(config, e) for e in (0, 24, 25, 49, 50, 99)]
     assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.01 / 8])
 
 
@@ -121,7 +121,7 @@ def _flat(state):
 
 def test_finetune_starts_from_shg_and_stage1_weights(stage1, tiny_run, tiny_data):
     from shg_jax.checkpoint import Checkpoints
-    from shg_jax.evaluate import load_run
+    from shg_jax.runs import open_run
     from shg_jax.steps import Steps
 
     workdir, _ = stage1
@@ -129,7 +129,7 @@ def test_finetune_starts_from_shg_and_stage1_weights(stage1, tiny_run, tiny_data
     steps = Steps(config, (0.4, 0.4, 0.4))
     state = pretrain.finetune_state(steps, config)
 
-    _, _, shg_state, _ = load_run(tiny_run[0], "best_loss")
+    _, _, shg_state, _ = open_run(tiny_run[0], "best_loss")
     ckpts = Checkpoints(workdir, read_only=True)
     ae_state, _ = ckpts.restore(*ckpts.find("best_loss"),
                                 pretrain.AutoencoderSteps(config).init_state())

@@ -13,7 +13,7 @@ from flax import nnx
 from shg_jax import convert
 from shg_jax.models import layers, model_config
 
-from conftest import REPO
+from helpers import REPO
 
 KEYS = json.loads((REPO.parent / "shared" / "reference" /
                    "thesis_state_dict.json").read_text()) if (
@@ -135,7 +135,7 @@ def test_missing_extra_and_misshaped_keys_are_reported_together(keys):
 
 
 def test_cli_writes_a_checkpoint_evaluate_can_open(keys, tmp_path):
-    from shg_jax.evaluate import load_run
+    from shg_jax.runs import open_run
 
     state = random_state(keys["SHG_1stack"], 6)
     np.savez(tmp_path / "shg.npz", **state)
@@ -144,7 +144,7 @@ def test_cli_writes_a_checkpoint_evaluate_can_open(keys, tmp_path):
                            "--workdir", str(tmp_path / "run")], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    _, steps, restored, record = load_run(tmp_path / "run", "best")
+    _, steps, restored, record = open_run(tmp_path / "run", "best")
     assert record["mean_rgb"] == pytest.approx(list(convert.THESIS_MEAN_RGB))
     model = nnx.merge(steps.graphdef_eval, restored.params, restored.batch_stats)
     assert_same(convert.to_thesis_state_dict(model), state)

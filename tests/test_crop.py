@@ -10,7 +10,7 @@ from PIL import Image
 
 from shg_jax import crop
 
-from conftest import REPO
+from helpers import REPO
 
 REFERENCE = REPO.parent / "shared" / "reference" / "thesis_crops"
 

@@ -18,7 +18,7 @@ from data_prep import coco as prep
 from data_prep import preview, synthetic
 from shg_jax import data, shards
 
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")

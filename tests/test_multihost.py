@@ -13,7 +13,7 @@ import pytest
 
 from shg_jax import data, fileio, shards
 
-from conftest import REPO
+from helpers import REPO
 
 WORKER = textwrap.dedent("""
     import json, sys
@@ -24,13 +24,13 @@ WORKER = textwrap.dedent("""
                                    coordinator_bind_address=f"127.0.0.1:{port}",
                                    num_processes=2, process_id=pid)
     sys.path.insert(0, "tests")
-    from conftest import tiny_train_config
-    from shg_jax import sharding as shd, train
+    from helpers import tiny_train_config
+    from shg_jax import placement, train
     assert len(jax.devices()) == 2
     config = tiny_train_config(data_dir, **{"config.num_epochs": 1, "config.batch_size": 4,
                                             "config.eval_batch_size": 4})
     out = train.train_and_evaluate(config, workdir)
-    params = [np.asarray(p) for p in jax.tree.leaves(shd.to_host(out["state"].params))]
+    params = [np.asarray(p) for p in jax.tree.leaves(placement.to_host(out["state"].params))]
     np.savez(f"{workdir}/params-{max(pid, 0)}.npz", *params)
     print("HISTORY" + json.dumps(out["history"]))
 """)
@@ -105,9 +105,9 @@ def test_two_processes_match_one(mini_data, tmp_path):
         assert h[key] == r[key]
     # Only process 0 wrote TensorBoard events; the checkpoint restores in one process.
     assert len(list((two / "tb").glob("events.out.tfevents.*"))) == 1
-    from shg_jax.evaluate import load_run
+    from shg_jax.runs import open_run
     import jax
-    _, _, state, record = load_run(two, "latest")
+    _, _, state, record = open_run(two, "latest")
     assert record["global_step"] == 2
     for a, k in zip(jax.tree.leaves(state.params), p0.files):
         np.testing.assert_array_equal(np.asarray(a), p0[k])

@@ -116,7 +116,7 @@ def test_threshold_and_normaliser_on_the_evaluation_path():
     On 256x256 maps the radius is 12.8: offsets (9, 9) = 12.73, (12, 0) and (0, 0) are hits,
     (10, 8) = 12.81, (8, 10) and (0, 13) are misses. Any threshold outside (0.4972, 0.5002],
     or a normaliser other than H / 10 (to 0.5 %), changes one of them."""
-    from conftest import tiny_train_config
+    from helpers import tiny_train_config
     from shg_jax.steps import Steps
 
     steps = Steps(tiny_train_config("unused", **{"config.model.input_size": 1024}),

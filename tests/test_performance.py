@@ -13,7 +13,7 @@ import pytest
 
 from shg_jax.cpu_flags import CPU_DEFAULTS, YNN_FLAG
 
-from conftest import REPO, jaxpr_equations
+from helpers import REPO, jaxpr_equations
 
 
 def python_env(**env) -> dict:
@@ -94,7 +94,7 @@ def test_cpu_default_gives_the_same_loss_and_gradients(tmp_path):
 
 @pytest.fixture(scope="module")
 def bf16_steps(tiny_data):
-    from conftest import tiny_train_config
+    from helpers import tiny_train_config
     from shg_jax.steps import Steps
 
     config = tiny_train_config(tiny_data, **{"config.batch_size": 4})
@@ -103,11 +103,11 @@ def bf16_steps(tiny_data):
 
 
 def test_bfloat16_computes_in_bf16_with_float32_state(bf16_steps, tiny_data):
-    from shg_jax import data, sharding as shd
+    from shg_jax import data, placement
 
     state = bf16_steps.init_state()
     rows = data.Split(tiny_data, "train").gather(np.arange(4))
-    batch = shd.shard_batch(rows, bf16_steps.mesh)
+    batch = placement.shard_batch(rows, bf16_steps.mesh)
     jaxpr = jax.make_jaxpr(bf16_steps._train_step)(state, batch)
     conv_dtypes = {str(e.invars[0].aval.dtype) for e in jaxpr_equations(jaxpr.jaxpr)
                    if e.primitive.name == "conv_general_dilated"}
@@ -117,5 +117,5 @@ def test_bfloat16_computes_in_bf16_with_float32_state(bf16_steps, tiny_data):
     for tree in (state.params, state.batch_stats, state.opt_state):
         dtypes = {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
         assert dtypes == {jnp.dtype(jnp.float32)}
-    heatmaps, _ = bf16_steps.predict(state, batch)
+    heatmaps, _ = bf16_steps.heatmaps_and_targets(state, batch)
     assert heatmaps.dtype == jnp.bfloat16

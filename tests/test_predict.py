@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shg_jax import coco_eval, data, predict, topdown
+from shg_jax import coco_eval, data, predict, runs, topdown
 from shg_jax import crop as cropping
 from shg_jax.heatmap import (HEATMAP_STYLES, flip_shift, heatmap_argmax, render_heatmaps,
                              shift_width, unflip_heatmaps)
@@ -262,8 +262,8 @@ def test_unflipped_ground_truth_peaks_are_unbiased(size, style):
 
 
 def test_flip_test_on_a_symmetric_input_is_consistent_with_swapping(tiny_data):
-    from conftest import tiny_train_config
-    from shg_jax import sharding as shd
+    from helpers import tiny_train_config
+    from shg_jax import placement
     from shg_jax.steps import Steps
 
     plain = tiny_train_config(tiny_data, **{"config.batch_size": 2})
@@ -273,7 +273,7 @@ def test_flip_test_on_a_symmetric_input_is_consistent_with_swapping(tiny_data):
     rng = np.random.default_rng(0)
     half = rng.integers(0, 256, (2, 64, 32, 3), dtype=np.uint8)
     symmetric = np.concatenate([half, half[:, :, ::-1]], axis=2)  # mirror image of itself
-    images = shd.shard_batch({"images": symmetric}, Steps(plain, (0.4,) * 3).mesh,
+    images = placement.shard_batch({"images": symmetric}, Steps(plain, (0.4,) * 3).mesh,
                              keys=("images",))["images"]
     s_plain, s_flip = Steps(plain, (0.4,) * 3), Steps(flipped, (0.4,) * 3)
     p = np.asarray(s_plain.infer(s_plain.init_state(), images))
@@ -351,7 +351,7 @@ def test_evaluate_coco_ap_cli(tiny_run, tmp_path, capsys):
                           "--subpixel", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["decode"]["subpixel"] is True
-    _, steps, state, _ = evaluate.load_run(tiny_run[0], "best", subpixel=True)
+    _, steps, state, _ = runs.open_run(tiny_run[0], "best", subpixel=True)
     split = data.Split(steps.config.data_dir, "val")
     expected = evaluate.evaluate_coco_ap(steps, state, split, 8)
     assert result["coco"]["persons"] == len(split) == expected["persons"]
@@ -443,7 +443,7 @@ def test_ground_truth_boxes_as_detections_give_the_ground_truth_path_ap(tiny_run
     crop the detection path made differently would not be found."""
     from shg_jax import evaluate
 
-    _, steps, state, _ = evaluate.load_run(tiny_run[0], "best", data_dir=bbox_pad_data)
+    _, steps, state, _ = runs.open_run(tiny_run[0], "best", data_dir=bbox_pad_data)
     split = data.Split(bbox_pad_data, "val")
     rows = split.gather(np.arange(len(split)))
     moved = rows["keypoints"].copy()
@@ -537,11 +537,9 @@ def test_a_run_records_its_label_offset_and_derives_the_flip_shift(tiny_run, tin
     """tiny_data holds thesis crops, whose floored labels lie left of their pixels: the run's
     checkpoint keeps the training split's offset, and the flip test's shift follows from it
     unless --flip-shift (config.decode.flip_shift) gives one."""
-    from shg_jax import evaluate
-
     offset = data.Split(tiny_data, "train").label_offset_x
-    _, steps, _, record = evaluate.load_run(tiny_run[0], "best", flip=True)
+    _, steps, _, record = runs.open_run(tiny_run[0], "best", flip=True)
     assert record["label_offset_x"] == offset < -1.0
     assert steps.flip and steps.flip_shift == pytest.approx(flip_shift(4, offset))
-    _, steps, _, _ = evaluate.load_run(tiny_run[0], "best", flip=True, flip_shift=0.5)
+    _, steps, _, _ = runs.open_run(tiny_run[0], "best", flip=True, flip_shift=0.5)
     assert steps.flip_shift == 0.5

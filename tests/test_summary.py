@@ -9,7 +9,7 @@ from flax import nnx
 from shg_jax.models import build_model, model_config
 from shg_jax.models.__main__ import forward_flops, parameter_table
 
-from conftest import REPO, jaxpr_equations
+from helpers import REPO, jaxpr_equations
 
 
 def test_parameter_table_groups_every_parameter():

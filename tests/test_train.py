@@ -14,10 +14,10 @@ import jax
 import numpy as np
 import pytest
 
-from shg_jax import evaluate
+from shg_jax import evaluate, runs
 from shg_jax.checkpoint import Checkpoints
 
-from conftest import REPO, read_events, tiny_train_overrides
+from helpers import REPO, read_events, tiny_train_overrides
 
 MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 
@@ -37,7 +37,7 @@ def run_main(data_dir, workdir, *extra, **overrides):
 
 
 def params_of(workdir, checkpoint="latest"):
-    _, _, state, record = evaluate.load_run(workdir, checkpoint)
+    _, _, state, record = runs.open_run(workdir, checkpoint)
     return [np.asarray(x) for x in jax.tree.leaves(state.params)], record
 
 
@@ -47,8 +47,8 @@ def assert_same_run(workdir, reference):
     (epoch, position, global step, schedule, epoch loss sums, history, best values, config,
     mean RGB) as the uninterrupted reference run."""
     for kind in ("latest", "best", "best_loss"):
-        _, _, state, record = evaluate.load_run(workdir, kind)
-        _, _, ref_state, ref_record = evaluate.load_run(reference, kind)
+        _, _, state, record = runs.open_run(workdir, kind)
+        _, _, ref_state, ref_record = runs.open_run(reference, kind)
         assert record == ref_record, kind
         for part in ("step", "params", "batch_stats", "opt_state"):
             leaves = jax.tree.leaves(getattr(state, part))
@@ -226,8 +226,8 @@ TWO_DEVICES = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import Mesh
     sys.path.insert(0, "tests")
-    from conftest import tiny_train_config
-    from shg_jax import sharding as shd
+    from helpers import tiny_train_config
+    from shg_jax import placement
     from shg_jax.steps import Steps
 
     assert len(jax.devices()) == 2
@@ -246,7 +246,7 @@ TWO_DEVICES = textwrap.dedent("""
             steps = Steps(config, [0.4, 0.4, 0.4], mesh=Mesh(np.array(jax.devices()[:n]),
                                                              ("data",)))
             init = [np.asarray(x).tolist() for x in jax.tree.leaves(steps.init_state().params)]
-            state, loss = steps.train_step(steps.init_state(), shd.shard_batch(batch,
+            state, loss = steps.train_step(steps.init_state(), placement.shard_batch(batch,
                                                                                steps.mesh))
             out[f"{optimizer}-{n}"] = dict(
                 loss=float(loss), init=init,
@@ -285,16 +285,16 @@ def test_training_steps_learn_the_keypoints(tiny_data):
     from chance to a quarter of the joints on the exact heatmap pixel (at 16x16 heatmaps the
     PCK radius, 0.8 px, admits nothing else) and the loss down by more than half."""
     from shg_jax import data, pck
-    from shg_jax import sharding as shd
+    from shg_jax import placement
     from shg_jax.steps import Steps
-    from conftest import tiny_train_config
+    from helpers import tiny_train_config
 
     config = tiny_train_config(tiny_data, **{"config.heatmap.style": "newell"})
     split = data.Split(tiny_data, "train")
     steps = Steps(config, split.mean_rgb)
     host = split.gather(np.arange(8))
     host["valid"] = np.ones(8, bool)
-    batch = shd.shard_batch(host, steps.mesh)
+    batch = placement.shard_batch(host, steps.mesh)
     state = steps.init_state()
 
     def val_pck(state):
@@ -327,9 +327,9 @@ def test_training_mean_rgb_is_subtracted_from_the_model_input():
     """The model sees uint8 / 255 minus the training mean RGB, in the train step and in
     evaluation: with mean (10, 20, 30) / 255, images A give what A - (10, 20, 30) gives with
     a zero mean (up to float rounding), and clearly not what A itself gives."""
-    from shg_jax import sharding as shd
+    from shg_jax import placement
     from shg_jax.steps import Steps
-    from conftest import tiny_train_config
+    from helpers import tiny_train_config
 
     config = tiny_train_config("unused", **{"config.batch_size": 2})
     shift = np.array([10, 20, 30], np.uint8)
@@ -341,7 +341,7 @@ def test_training_mean_rgb_is_subtracted_from_the_model_input():
                                atol=1e-6)
 
     def run(steps, images):
-        batch = shd.shard_batch({"images": images, "keypoints": np.tile(
+        batch = placement.shard_batch({"images": images, "keypoints": np.tile(
             np.array([[20.0, 30.0, 2.0]], np.float32), (2, 17, 1)),
             "valid": np.ones(2, bool)}, steps.mesh)
         heatmaps = np.asarray(steps.infer(steps.init_state(), batch["images"]))

@@ -57,6 +57,12 @@ def to_host(tree):
     return jax.tree.map(get, tree)
 
 
+def padded_size(n: int) -> int:
+    """`n` rounded up to a multiple of the device count: the smallest batch holding n rows
+    that the data axis of the mesh can split evenly."""
+    return -(-n // jax.device_count()) * jax.device_count()
+
+
 def local_rows(global_batch: int) -> slice:
     """This process' rows of a global batch (see data.local_rows)."""
     return data.local_rows(global_batch, jax.process_index(), jax.process_count())

@@ -1,4 +1,5 @@
-"""Bottleneck latents of a trained model, streamed to disk and reused.
+"""Bottleneck latents of a trained model, streamed to disk and reused: what the analyses
+(PCA, K-Means, walks) study and what the autoencoder's stage 1 trains on.
 
 One jitted function maps a batch of uint8 crops to the flattened output of the chosen
 bottleneck residual (1-3; the thesis analyses the 3rd: 4x4x256 = 4,096 values) or the
@@ -24,13 +25,12 @@ import shutil
 
 import jax
 import numpy as np
-from flax import nnx
 
 from shg_jax import data, fileio
+from shg_jax import placement
 from shg_jax.checkpoint import Checkpoints
-from shg_jax.evaluate import load_run
-from shg_jax import sharding as shd
 from shg_jax.progress import Progress
+from shg_jax.runs import open_run
 from shg_jax.steps import Steps
 
 COLUMNS = ("image_id", "ann_id", "index", "keypoints", "n_labelled")
@@ -63,7 +63,7 @@ class Latents:
 def latent_function(steps: Steps, layer):
     """jitted (state, batch) -> (B, D) float32 latents after bottleneck residual `layer`."""
     def fn(state, batch):
-        model = nnx.merge(steps.graphdef_eval, state.params, state.batch_stats)
+        model = steps.eval_model(state)
         latent, _ = model.encode(steps.inputs(batch["images"]), layer)
         return latent.reshape(latent.shape[0], -1).astype(np.float32)
 
@@ -95,7 +95,7 @@ def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoin
     with Progress(data.steps_per_epoch(n, batch_size, train=False), f"latents {split.name}",
                   unit="img") as progress:
         for batch in data.prefetch(batches):
-            out = np.asarray(fn(state, shd.shard_batch(batch, steps.mesh)))
+            out = np.asarray(fn(state, placement.shard_batch(batch, steps.mesh)))
             valid = batch["valid"]
             if arrays is None:
                 arrays = {"latents": np.lib.format.open_memmap(
@@ -130,7 +130,7 @@ def pretraining_latents(shg_workdir, checkpoint: str, data_dir, out_dir, *,
     (train, val, source), extracted into OUT_DIR/latents once and reused; `source` names
     the checkpoint (workdir, kind, step) so that fine-tuning can find the same weights."""
     kind, step = Checkpoints(shg_workdir, read_only=True).find(checkpoint)
-    config, steps, state, record = load_run(shg_workdir, checkpoint, data_dir)
+    config, steps, state, record = open_run(shg_workdir, checkpoint, data_dir)
     source = {"workdir": str(pathlib.Path(shg_workdir).absolute()), "kind": kind, "step": step}
     layer = config.model.n_bottleneck
     train, val = (extract(steps, state, data.Split(config.data_dir, name), layer, out_dir,

@@ -1,0 +1,66 @@
+"""What every command line shares: the flags that name a run and its data, the decoding
+flags, and one error guard.
+
+Flags are spelled with dashes (`--data-dir`, `--batch-size`); the underscore spellings of
+earlier versions (`--data_dir`, `--batch_size`) still work. A run is named by `--workdir`
+(the training run's folder; `--ckpt`, the spelling of the analysis commands, is the same
+flag). Any UserError a command meets ends in one line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+from shg_jax.errors import UserError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, split: str | None = "val",
+                      many: bool = False) -> None:
+    """--workdir/--ckpt, --checkpoint, --data-dir and (unless split is None) --split with
+    that default. `many`: --workdir may be given several times (a list)."""
+    p.add_argument("--workdir", "--ckpt", dest="workdir", required=True, metavar="WORKDIR",
+                   action="append" if many else "store",
+                   help="a training run's folder" + ("; repeat it for several runs" if many
+                                                      else ""))
+    p.add_argument("--checkpoint", default="best",
+                   help="best | latest | best_loss | an epoch number")
+    if split is not None:
+        p.add_argument("--split", default=split, choices=SPLIT_NAMES)
+    p.add_argument("--data-dir", "--data_dir", dest="data_dir",
+                   help="prepared data (default: the run's config.data_dir)")
+
+
+def add_decode_arguments(p: argparse.ArgumentParser) -> None:
+    """--flip / --subpixel (and --no-...) / --flip-shift: override the run's config.decode."""
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip test: average with the mirrored crop's prediction (default: "
+                        "the run's config.decode.flip; thesis: off)")
+    p.add_argument("--subpixel", action=argparse.BooleanOptionalAction, default=None,
+                   help="quarter-pixel shift toward the higher neighbour (default: the "
+                        "run's config.decode.subpixel; thesis: off)")
+    p.add_argument("--flip-shift", type=float, metavar="CELLS",
+                   help="with --flip: heatmap cells the flipped-back maps move right "
+                        "(default: the run's config.decode.flip_shift, or derived from the "
+                        "training labels: shg_jax.heatmap.flip_shift)")
+
+
+def decode_overrides(args: argparse.Namespace) -> dict:
+    """The runs.open_run keywords of the flags add_decode_arguments declares."""
+    return dict(flip=args.flip, subpixel=args.subpixel, flip_shift=args.flip_shift)
+
+
+def guard(main):
+    """Wraps a command's main(argv) -> status: a UserError becomes `error: MESSAGE` on stderr
+    and exit status 2."""
+    @functools.wraps(main)
+    def guarded(argv=None) -> int:
+        try:
+            return main(argv)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return guarded

@@ -1,0 +1,65 @@
+"""Helpers the tests import (conftest.py holds only fixtures and hooks): paths, the tiny
+training config, TensorBoard event reading, jaxpr walking."""
+
+import pathlib
+import struct
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+COCO_SAMPLE = REPO.parent / "shared" / "data" / "coco_sample"
+
+
+def tiny_train_overrides(data_dir, workdir=None, **extra) -> list:
+    """main.py flags for a tiny, fast training run on `data_dir` (64x64 crops)."""
+    flags = {"config.data_dir": data_dir, "config.model.input_size": 64,
+             "config.model.features": 16, "config.model.mid_features": 8,
+             "config.model.stem_features": 16, "config.model.depth": 2,
+             "config.batch_size": 2, "config.eval_batch_size": 8, "config.num_epochs": 2,
+             "config.log_every_steps": 5, "config.learning_rate": 1e-3}
+    flags.update(extra)
+    out = [f"--{k}={v}" for k, v in flags.items()]
+    return out + ([f"--workdir={workdir}"] if workdir else [])
+
+
+def tiny_train_config(data_dir, base: str = "baseline", **extra):
+    """The config of `tiny_train_overrides`, built in-process from configs/BASE.py."""
+    import importlib
+
+    config = importlib.import_module(f"configs.{base}").get_config()
+    for flag in tiny_train_overrides(data_dir, **extra):
+        key, value = flag[2:].split("=", 1)
+        node = config
+        *path, last = key.split(".")[1:]
+        for p in path:
+            node = node[p]
+        node[last] = type(node[last])(value) if node[last] is not None else value
+    return config
+
+
+def read_events(logdir):
+    """(tag, step, value) scalars and (tag, step) images from tensorboardX event files."""
+    from tensorboardX.proto import event_pb2
+
+    scalars, images, files = [], [], sorted(logdir.glob("events.out.tfevents.*"))
+    for path in files:
+        raw = path.read_bytes()
+        pos = 0
+        while pos < len(raw):
+            (length,) = struct.unpack("<Q", raw[pos:pos + 8])
+            event = event_pb2.Event.FromString(raw[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                if v.HasField("image"):
+                    images.append((v.tag, event.step))
+                else:
+                    scalars.append((v.tag, event.step, v.simple_value))
+    return scalars, images, files
+
+
+def jaxpr_equations(jaxpr):
+    """Every equation of a jaxpr, including those inside pjit/custom_vjp/remat sub-jaxprs."""
+    import jax.extend
+
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from jaxpr_equations(sub)
