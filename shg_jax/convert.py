@@ -169,7 +169,7 @@ def write_checkpoint(model: StackedHourglass, config, workdir, mean_rgb) -> None
     """Saves the converted model as the `latest` and `best` checkpoints of a fresh run, so
     evaluate, predict and the analyses open it like a trained one."""
     from shg_jax import fileio
-    from shg_jax.checkpoint import Checkpoints
+    from shg_jax.checkpoint import Checkpoints, RunRecord
     from shg_jax.schedule import PlateauSchedule
     from shg_jax.steps import Steps
     from shg_jax.runs import config_json
@@ -181,17 +181,16 @@ def write_checkpoint(model: StackedHourglass, config, workdir, mean_rgb) -> None
                            batch_stats=jax.device_put(nnx.state(model, nnx.BatchStat),
                                                       jax.tree.leaves(
                                                           state.batch_stats)[0].sharding))
-    record = dict(config=config_json(config), epoch=0, step_in_epoch=0, global_step=0,
-                  schedule=PlateauSchedule.from_config(config).to_dict(), epoch_loss_sum=0.0,
-                  epoch_loss_count=0, history=[], best_pck=None, best_loss=None,
-                  mean_rgb=[float(m) for m in mean_rgb], converted_from="thesis PyTorch")
+    record = RunRecord(config=config_json(config),
+                       schedule=PlateauSchedule.from_config(config).to_dict(),
+                       mean_rgb=[float(m) for m in mean_rgb], converted_from="thesis PyTorch")
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpts = Checkpoints(workdir)
     for kind in ("latest", "best", "best_loss"):
         ckpts.save(kind, state, record)
     ckpts.wait()
-    fileio.write_json(workdir / "config.json", record["config"])
+    fileio.write_json(workdir / "config.json", record.config)
 
 
 def main(argv):

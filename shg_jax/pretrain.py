@@ -29,10 +29,10 @@ from flax import nnx
 
 from shg_jax import data, fileio
 from shg_jax import placement
-from shg_jax.checkpoint import CheckpointError, Checkpoints
+from shg_jax.checkpoint import CheckpointError, Checkpoints, RunRecord
 from shg_jax.models.autoencoder import BottleneckAutoencoder
 from shg_jax.progress import Progress
-from shg_jax.runs import TrainingError, check_config, config_json, interrupt_flag, log
+from shg_jax.runs import TrainingError, config_json, interrupt_flag, log, resume_latest
 from shg_jax.steps import Steps, TrainState, with_learning_rate
 from shg_jax.summary import SummaryLogger
 
@@ -154,11 +154,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarr
     ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
     state = ae.init_state()
     history, best_loss, epoch = [], math.inf, 0
-    step = ckpts.latest_step()
-    if step is not None:
-        check_config(ckpts.record("latest", step)["config"], config, workdir,
-                     allow_config_change)
-        state, record = ckpts.restore("latest", step, state)
+    state, record = resume_latest(ckpts, state, config, workdir, allow_config_change)
+    if record is not None:
         history, epoch = record["history"], record["epoch"]
         best_loss = math.inf if record["best_loss"] is None else record["best_loss"]
         log(f"resuming {workdir} at epoch {epoch + 1}")
@@ -183,9 +180,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarr
                 logger.flush()
                 best = val_loss < best_loss
                 best_loss = min(best_loss, val_loss)
-                record = dict(config=config_json(config), epoch=epoch, step_in_epoch=0,
-                              global_step=int(state.step), history=history,
-                              best_loss=best_loss, best_pck=None, source=source)
+                record = RunRecord(config=config_json(config), epoch=epoch,
+                                   global_step=int(state.step), history=history,
+                                   best_loss=best_loss, source=source)
                 if best:                     # before latest, as in train._end_epoch
                     ckpts.save("best_loss", state, record)
                 ckpts.save("latest", state, record)
@@ -212,7 +209,7 @@ def finetune_state(steps: Steps, config: ml_collections.ConfigDict) -> TrainStat
         stage1 = Checkpoints(config.init_from, read_only=True)
         kind, step = stage1.find(config.init_checkpoint)
         record = stage1.record(kind, step)
-        if "source" not in record:
+        if record.get("source") is None:
             raise TrainingError(f"{config.init_from} is not an autoencoder pretraining run "
                                 f"(stage 1); run --config.stage=pretrain first")
         ae_config = ml_collections.ConfigDict(record["config"])

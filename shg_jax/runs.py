@@ -89,6 +89,21 @@ def check_config(run_config: dict, config: ml_collections.ConfigDict, workdir,
     return diffs
 
 
+def resume_latest(ckpts: Checkpoints, state, config: ml_collections.ConfigDict, workdir,
+                  allow_change: bool) -> tuple[Any, dict | None]:
+    """Where both training loops start: WORKDIR's latest checkpoint restored in the layout of
+    `state` (after the config check) and its record, or (state, None) for a new run."""
+    step = ckpts.latest_step()
+    if step is None:
+        return state, None
+    check_config(ckpts.record("latest", step)["config"], config, workdir, allow_change)
+    try:
+        return ckpts.restore("latest", step, state)
+    except Exception as e:               # shapes changed under --allow_config_change
+        raise TrainingError(f"cannot restore {ckpts.root / 'latest' / str(step)} into "
+                            f"this config's model: {e}") from e
+
+
 class OpenRun(NamedTuple):
     config: ml_collections.ConfigDict    # the run's config (data_dir and decode as asked)
     steps: Steps                         # the compiled steps for that config

@@ -20,15 +20,16 @@ import numpy as np
 
 from shg_jax import data, fileio
 from shg_jax import placement
-from shg_jax.checkpoint import Checkpoints
+from shg_jax.checkpoint import Checkpoints, RunRecord
 from shg_jax.draw import heatmap_grid
 from shg_jax.evaluate import evaluate_split
 from shg_jax.pretrain import finetune_state
 from shg_jax.progress import Progress
-from shg_jax.runs import TrainingError, check_config, config_json, interrupt_flag, log as _log
+from shg_jax.runs import TrainingError, config_json, interrupt_flag, log as _log, resume_latest
 from shg_jax.schedule import PlateauSchedule
 from shg_jax.steps import Steps, current_learning_rate, with_learning_rate
 from shg_jax.summary import StepProfiler, SummaryLogger
+
 
 class _Run:
     """Mutable bookkeeping of one training run (what a checkpoint record holds)."""
@@ -42,17 +43,17 @@ class _Run:
         self.history: list[dict] = []
         self.best_pck, self.best_loss = -math.inf, math.inf
 
-    def record(self, state, train_split: data.Split) -> dict:
+    def record(self, state, train_split: data.Split) -> RunRecord:
         """What a checkpoint stores beside the state; the training data's mean RGB and label
         offset let a run open (evaluate, predict) where its data is gone."""
-        return dict(config=config_json(self.config), epoch=self.epoch,
-                    step_in_epoch=self.step_in_epoch, global_step=global_step(state),
-                    schedule=self.schedule.to_dict(), epoch_loss_sum=self.loss_sum,
-                    epoch_loss_count=self.loss_count, history=self.history,
-                    best_pck=None if math.isinf(self.best_pck) else self.best_pck,
-                    best_loss=None if math.isinf(self.best_loss) else self.best_loss,
-                    mean_rgb=[float(m) for m in train_split.mean_rgb],
-                    label_offset_x=train_split.label_offset_x)
+        return RunRecord(config=config_json(self.config), epoch=self.epoch,
+                         step_in_epoch=self.step_in_epoch, global_step=global_step(state),
+                         schedule=self.schedule.to_dict(), epoch_loss_sum=self.loss_sum,
+                         epoch_loss_count=self.loss_count, history=self.history,
+                         best_pck=None if math.isinf(self.best_pck) else self.best_pck,
+                         best_loss=None if math.isinf(self.best_loss) else self.best_loss,
+                         mean_rgb=[float(m) for m in train_split.mean_rgb],
+                         label_offset_x=train_split.label_offset_x)
 
     def load(self, record: dict) -> None:
         self.epoch, self.step_in_epoch = record["epoch"], record["step_in_epoch"]
@@ -95,19 +96,12 @@ def _log_images(logger, steps, state, split, config, epoch) -> None:
                  heatmap_grid(batch["images"][:n], target[:n], pred[:n]), epoch)
 
 
-def _resume(ckpts, state, run, config, workdir, allow_config_change):
-    """Restores the latest checkpoint into `state` and `run`, after checking the config."""
-    latest = ckpts.latest_step()
-    record = ckpts.record("latest", latest)
-    check_config(record["config"], config, workdir, allow_config_change)
-    try:
-        state, record = ckpts.restore("latest", latest, state)
-    except Exception as e:               # shapes changed under --allow_config_change
-        raise TrainingError(f"cannot restore {ckpts.root / 'latest' / str(latest)} into "
-                            f"this config's model: {e}") from e
+def _resume(state, record, run, config, workdir):
+    """Continues a restored run: its bookkeeping into `run`, and the learning rate."""
     run.load(record)
     if config.learning_rate != record["config"]["learning_rate"]:
-        # Allowed above: an explicit new rate replaces the one the run had reached.
+        # Allowed by the config check (--allow_config_change): an explicit new rate
+        # replaces the one the run had reached.
         run.schedule.lr = config.learning_rate
         state = with_learning_rate(state, config.learning_rate)
         _log(f"learning rate set to {config.learning_rate} (was {record['schedule']['lr']})")
@@ -132,8 +126,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
     state = steps.init_state()
     run = _Run(config, PlateauSchedule.from_config(config))
-    if ckpts.latest_step() is not None:
-        state = _resume(ckpts, state, run, config, workdir, allow_config_change)
+    state, record = resume_latest(ckpts, state, config, workdir, allow_config_change)
+    if record is not None:
+        state = _resume(state, record, run, config, workdir)
     elif config.get("stage") == "finetune":
         state = finetune_state(steps, config)
     is_main = jax.process_index() == 0

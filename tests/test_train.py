@@ -353,3 +353,39 @@ def test_training_mean_rgb_is_subtracted_from_the_model_input():
     np.testing.assert_allclose(h, h_ref, atol=1e-5)
     assert loss == pytest.approx(loss_ref, rel=1e-5)
     assert np.abs(h - h_raw).max() > 1e-3 and loss != pytest.approx(loss_raw, rel=1e-5)
+
+
+def _rewrite_with_record(source_workdir, workdir, edit):
+    """A copy of the source run's best checkpoint whose JSON record went through `edit`,
+    saved the way runs made before the versioned RunRecord saved it (a plain dict)."""
+    import orbax.checkpoint as ocp
+
+    from shg_jax.checkpoint import Checkpoints
+
+    _, _, state, record = runs.open_run(source_workdir, "best")
+    ckpts = Checkpoints(workdir)
+    ckpts.managers["latest"].save(record["global_step"], args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(edit(dict(record)))))
+    ckpts.wait()
+    return state
+
+
+def test_records_of_todays_format_open_and_newer_versions_are_refused(tiny_run, tmp_path):
+    """A record as train wrote it before records were versioned (no `version`, no `source`
+    or `converted_from`) opens as version 1 with the same state; a record of a newer
+    version is refused with a message naming the version."""
+    from shg_jax.checkpoint import CheckpointError, RunRecord
+
+    old_keys = ("config", "epoch", "step_in_epoch", "global_step", "schedule",
+                "epoch_loss_sum", "epoch_loss_count", "history", "best_pck", "best_loss",
+                "mean_rgb", "label_offset_x")
+    state = _rewrite_with_record(tiny_run[0], tmp_path / "old",
+                                 lambda r: {k: r[k] for k in old_keys})
+    _, _, restored, record = runs.open_run(tmp_path / "old", "latest")
+    assert record["version"] == 1 and record["source"] is None
+    assert record == RunRecord.from_dict(record).to_dict()
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _rewrite_with_record(tiny_run[0], tmp_path / "new", lambda r: dict(r, version=99))
+    with pytest.raises(CheckpointError, match="version 99, written by a newer shg-jax"):
+        runs.open_run(tmp_path / "new", "latest")
