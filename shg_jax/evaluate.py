@@ -112,7 +112,6 @@ def evaluate_person_boxes(steps: Steps, state, split: data.Split, batch_size: in
     ann_file = pathlib.Path(meta["source"]) / "annotations" / "person_keypoints_val2017.json"
     boxes = coco_eval.read_person_boxes(detections, set(images), f"the image ids of "
                                         f"{ann_file}")
-    boxes = {i: b for i, b in boxes.items() if i in images}
     folder = pathlib.Path(meta["source"]) / "val2017"
     order = sorted(boxes)
 

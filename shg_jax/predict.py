@@ -185,6 +185,7 @@ def main(argv=None) -> int:
             f" with detections in {args.person_boxes}" if args.person_boxes else ""))
     config, steps, state, record = open_run(args.workdir, args.checkpoint, args.data_dir,
                                             **cli.decode_overrides(args))
+    crop_mode = args.crop_mode or run_crop_mode(config)
     results, failed, loaded = [], [], collections.deque()
 
     def photos():
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
 
     people_per_photo = topdown.predict_photos(
         photos(), topdown.RunHeatmaps(steps, state), input_size=config.model.input_size,
-        crop_mode=args.crop_mode or run_crop_mode(config), subpixel=steps.subpixel)
+        crop_mode=crop_mode, subpixel=steps.subpixel)
     for people in people_per_photo:
         job, image = loaded.popleft()
         if job.box_scores is not None:
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
         print(f"{job.path}: {len(people)} person(s) -> {pictures[job.path]}")
     fileio.write_json(json_path, {"workdir": str(args.workdir), "checkpoint": args.checkpoint,
                                   "epoch": record["epoch"],
-                                  "crop_mode": args.crop_mode or run_crop_mode(config),
+                                  "crop_mode": crop_mode,
                                   "decode": config.decode.to_dict(),
                                   "images": results, "skipped": failed})
     print(f"wrote {json_path}" + (f"; {len(failed)} unreadable image(s) skipped" if failed

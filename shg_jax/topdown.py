@@ -15,6 +15,7 @@ removed by OKS-NMS (greedy, best score first, threshold 0.9).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterable, Iterator
 
 import jax.numpy as jnp
@@ -134,6 +135,7 @@ def predict_photos(photos: Iterable, heatmap_fn, *, input_size: int, crop_mode: 
         yield from flush()
 
 
+@functools.cache
 def coco_sigmas() -> np.ndarray:
     """COCO's per-joint OKS sigmas (pycocotools' own table, COCO keypoint order)."""
     from pycocotools.cocoeval import Params
