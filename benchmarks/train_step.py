@@ -1,14 +1,18 @@
 """Throughput of the compiled training and inference steps on this machine.
 
-    python -m benchmarks.train_step --config=configs/baseline.py [--batch 16] [--steps 5]
-        [--dtype float32|bfloat16] [--profile DIR] [--config.field=value ...]
+    python -m benchmarks.train_step --config=configs/baseline.py [--batch 16,64,256]
+        [--dtype float32,bfloat16] [--steps 5] [--profile DIR] [--config.field=value ...]
 
-Prints compile time, training and inference images/s, FLOPs per image (XLA's cost analysis
-of the compiled train step, i.e. forward + backward + optimizer as XLA counts them), the
-achieved GFLOP/s, and peak memory (device allocator on GPU, process RSS on CPU). Random
-images and keypoints: the step's cost does not depend on the pixels. `--profile DIR` writes
-a trace of two steps that TensorBoard's profile plugin or https://ui.perfetto.dev opens.
-The steps run on every local device (data-parallel), as in training.
+For every dtype and batch size (ascending; a dtype stops at the first batch that does not fit
+in device memory, which is how "the largest batch that fits" is found) prints one table row:
+compile time, training and inference images/s, FLOPs per image (XLA's cost analysis of the
+lowered train step, i.e. forward + backward + optimizer as XLA counts them, the same on every
+backend), the achieved GFLOP/s, XLA's planned memory of the train step (arguments + outputs + temporaries) and the
+peak memory so far (device allocator on GPU, process RSS on CPU). Random images and
+keypoints: the step's cost does not depend on the pixels. `--profile DIR` writes a trace of
+two steps of the first combination that TensorBoard's profile plugin or
+https://ui.perfetto.dev opens. The steps run on every local device (data-parallel), as in
+training.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from shg_jax.steps import Steps
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/baseline.py", "Model/training config.")
-flags.DEFINE_integer("batch", 16, "Global batch size.")
+flags.DEFINE_list("batch", ["16"], "Global batch sizes, ascending.")
 flags.DEFINE_integer("steps", 5, "Timed steps (after one warm-up step).")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params f32).")
+flags.DEFINE_list("dtype", ["float32"], "Compute dtypes, float32 and/or bfloat16 (params f32).")
 flags.DEFINE_string("profile", None, "Write a jax.profiler trace of two train steps here.")
+
+DTYPES = ("float32", "bfloat16")
+OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory")
 
 
 def random_batch(batch: int, size: int, seed: int = 0) -> dict:
@@ -54,24 +61,36 @@ def timed(fn, n: int) -> float:
 def peak_memory() -> str:
     stats = jax.local_devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
-        return f"{stats['peak_bytes_in_use'] / 2**30:.2f} GiB (device peak)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process RSS)"
+        return f"{stats['peak_bytes_in_use'] / 2**30:.1f} GiB device"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB RSS"
 
 
-def main(argv) -> None:
-    del argv
-    config = FLAGS.config
-    config.batch_size = FLAGS.batch
-    config.model.dtype = FLAGS.dtype
+def planned_memory(compiled) -> float:
+    """GiB XLA plans for one call: arguments + outputs + temporaries (aliased buffers once)."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return float("nan")
+    total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - m.alias_size_in_bytes)
+    return total / 2**30
+
+
+def measure(config, dtype: str, batch_size: int, profile: str | None) -> str:
+    """One table row for the thesis-style train/inference steps at this dtype and batch."""
+    config.batch_size = batch_size
+    config.model.dtype = dtype
     steps = Steps(config, THESIS_MEAN_RGB)
     state = steps.init_state()
-    host = random_batch(FLAGS.batch, config.model.input_size)
+    host = random_batch(batch_size, config.model.input_size)
     batch = placement.shard_batch(host, steps.mesh, keys=("images", "keypoints", "valid"))
 
+    lowered = steps.train_step.lower(state, batch)
+    # Counted before the backend's passes: XLA:GPU hands convolutions to cuDNN custom calls,
+    # which the compiled step's cost analysis counts as nothing (0.6 GFLOP per image there).
+    flops = (lowered.cost_analysis() or {}).get("flops", float("nan"))
     start = time.perf_counter()
-    train = steps.train_step.lower(state, batch).compile()
+    train = lowered.compile()
     compile_s = time.perf_counter() - start
-    flops = (train.cost_analysis() or {}).get("flops", float("nan"))
     predict = steps.heatmaps_and_targets.lower(state, batch).compile()
 
     def train_once():
@@ -80,27 +99,51 @@ def main(argv) -> None:
         loss.block_until_ready()
 
     train_once()                                                    # warm-up
-    if FLAGS.profile:
-        with jax.profiler.trace(FLAGS.profile, create_perfetto_trace=True):
+    if profile:
+        with jax.profiler.trace(profile, create_perfetto_trace=True):
             for _ in range(2):
                 train_once()
-        print(f"trace written to {FLAGS.profile}")
+        print(f"trace written to {profile}")
     train_s = timed(train_once, FLAGS.steps)
     jax.block_until_ready(predict(state, batch))
     infer_s = timed(lambda: jax.block_until_ready(predict(state, batch)), FLAGS.steps)
+    return (f"| {dtype} | {batch_size} | {compile_s:.1f} s | {batch_size / train_s:.1f} "
+            f"({train_s * 1e3:.0f} ms/step) | {batch_size / infer_s:.1f} | "
+            f"{flops / batch_size / 1e9:.1f} | {flops / train_s / 1e9:.0f} | "
+            f"{planned_memory(train):.1f} GiB | {peak_memory()} |")
 
+
+def main(argv) -> None:
+    del argv
+    dtypes = FLAGS.dtype
+    if any(d not in DTYPES for d in dtypes):
+        raise app.UsageError(f"--dtype takes {', '.join(DTYPES)}; got {','.join(dtypes)}")
+    try:
+        batches = sorted(int(b) for b in FLAGS.batch)
+    except ValueError:
+        raise app.UsageError(f"--batch takes whole numbers; got {','.join(FLAGS.batch)}")
     device = jax.local_devices()[0]
     print(f"device          {jax.local_device_count()} x {device.device_kind} "
           f"({jax.default_backend()}), jax {jax.__version__}")
     print(f"XLA_FLAGS       {os.environ.get('XLA_FLAGS', '')}")
     print(f"config          {config_flags.get_config_filename(FLAGS['config'])}, "
-          f"batch {FLAGS.batch}, {FLAGS.dtype}")
-    print(f"compile         {compile_s:.1f} s (train step)")
-    print(f"train           {FLAGS.batch / train_s:.2f} images/s ({train_s * 1e3:.0f} ms/step)")
-    print(f"inference       {FLAGS.batch / infer_s:.2f} images/s")
-    print(f"FLOPs/image     {flops / FLAGS.batch / 1e9:.1f} GFLOP per train step (XLA)")
-    print(f"achieved        {flops / train_s / 1e9:.0f} GFLOP/s (train step)")
-    print(f"peak memory     {peak_memory()}")
+          f"{FLAGS.steps} timed steps")
+    print("| dtype | batch | compile | train images/s | inference images/s | GFLOP/image "
+          "(XLA) | GFLOP/s | XLA plan | peak memory |", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    profile = FLAGS.profile
+    for dtype in dtypes:
+        for batch_size in batches:
+            try:
+                row = measure(FLAGS.config, dtype, batch_size, profile)
+            except Exception as e:  # noqa: BLE001 - out of memory ends this dtype's sweep
+                if not any(s in str(e) for s in OUT_OF_MEMORY):
+                    raise
+                print(f"| {dtype} | {batch_size} | does not fit: "
+                      f"{str(e).splitlines()[0][:120]} |", flush=True)
+                break
+            print(row, flush=True)
+            profile = None
 
 
 if __name__ == "__main__":
