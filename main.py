@@ -3,6 +3,9 @@
     python main.py --config=configs/baseline.py --workdir=runs/baseline
         [--config.field=value ...] [--allow_config_change] [--profile_dir DIR]
 
+flags, jax.distributed, the synthetic data of configs that ask for it (data_prep.cache),
+then `train.train_and_evaluate(config, workdir)`, which also runs the autoencoder's stages
+(--config.stage=pretrain | finetune | scratch, configs/autoencoder.py).
 Rerunning a command resumes its workdir from the latest checkpoint. TensorBoard:
     tensorboard --logdir runs/
 Several hosts: the same command on every host, with --coordinator_address, --num_processes
@@ -10,19 +13,17 @@ and --process_id (or under SLURM, which JAX detects by itself); see the README.
 """
 
 import os
-import pathlib
+import re
 import sys
 
 import jax
 from absl import app, flags, logging
-from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from shg_jax.latents import pretraining_latents
 from data_prep.cache import ensure_synthetic
-from shg_jax import pretrain, train
+from shg_jax import train
 from shg_jax.errors import UserError
-from shg_jax.pretrain import latent_shape
+from shg_jax.validation import ConfigError, validate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -49,20 +50,6 @@ def init_distributed() -> None:
         jax.distributed.initialize()
 
 
-def pretrain_autoencoder(config) -> None:
-    """Stage 1 of configs/autoencoder.py: latents of the SHG in config.init_from (extracted
-    by shg_jax.latents into WORKDIR/latents, reused on rerun), then the autoencoder."""
-    if not config.init_from:
-        raise train.TrainingError("--config.stage=pretrain needs --config.init_from=SHG_WORKDIR")
-    train_lat, val_lat, source = pretraining_latents(
-        config.init_from, config.init_checkpoint, config.data_dir, FLAGS.workdir,
-        batch_size=config.pretrain.extract_batch_size)
-    shape = (-1,) + latent_shape(config.model)
-    pretrain.pretrain(config, FLAGS.workdir, train_lat.latents.reshape(shape),
-                      val_lat.latents.reshape(shape), source,
-                      allow_config_change=FLAGS.allow_config_change)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -70,21 +57,33 @@ def main(argv):
     init_distributed()
     config = FLAGS.config
     try:
+        validate(config, jax.device_count())
         if config.synthetic is not None:
-            if jax.process_index() == 0:              # one process makes the data
-                ensure_synthetic(config)
-            multihost_utils.sync_global_devices("synthetic data ready")
-            config.data_dir = str(pathlib.Path(config.data_dir).expanduser())
-        if config.get("stage") == "pretrain":
-            pretrain_autoencoder(config)
-        else:
-            train.train_and_evaluate(config, FLAGS.workdir,
-                                     allow_config_change=FLAGS.allow_config_change,
-                                     profile_dir=FLAGS.profile_dir)
+            config.data_dir = ensure_synthetic(config)
+        train.train_and_evaluate(config, FLAGS.workdir,
+                                 allow_config_change=FLAGS.allow_config_change,
+                                 profile_dir=FLAGS.profile_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(e, ConfigError) else 1)
+
+
+def parse_flags(argv):
+    """absl's parsing, with a misspelt or malformed --config.FIELD as one line (ml_collections
+    suggests the right name) and exit status 2 instead of a traceback."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}\npass --help for the flags", file=sys.stderr)
+    except (AttributeError, KeyError) as e:           # a --config.FIELD the config lacks
+        name = re.search(r"\w+", str(e))
+        hint = re.search(r"Did you mean \"(\w+)\"", str(e))
+        print(f"error: the config has no field {name.group() if name else str(e)!r}"
+              + (f"; did you mean {hint.group(1)!r}?" if hint else ""), file=sys.stderr)
+    except (TypeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

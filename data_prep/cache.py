@@ -7,6 +7,9 @@ import json
 import pathlib
 import shutil
 
+import jax
+from jax.experimental import multihost_utils
+
 from data_prep import coco as prep
 from data_prep import synthetic
 from shg_jax import data, fileio
@@ -19,7 +22,17 @@ class CacheError(UserError):
     pass
 
 
-def ensure_synthetic(config) -> pathlib.Path:
+def ensure_synthetic(config) -> str:
+    """config.synthetic, drawn and prepared into config.data_dir on first use: process 0
+    makes it while every other process of a multi-host job waits. Returns the data folder
+    (user folder expanded) for config.data_dir."""
+    if jax.process_index() == 0:
+        _make_synthetic(config)
+    multihost_utils.sync_global_devices("synthetic data ready")
+    return str(pathlib.Path(config.data_dir).expanduser())
+
+
+def _make_synthetic(config) -> pathlib.Path:
     """Generates and prepares config.synthetic into config.data_dir unless it is there.
 
     DATA_DIR/coco/ holds the COCO-layout images, DATA_DIR/ the prepared shards; settings

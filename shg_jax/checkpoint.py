@@ -1,8 +1,11 @@
-"""Orbax checkpoints of a training run.
+"""Orbax checkpoints of a training run: one CheckpointManager, one folder per saved step.
 
-    WORKDIR/checkpoints/latest/STEP     the last `keep` saves (every epoch end, interrupts)
-    WORKDIR/checkpoints/best/STEP       the epoch with the best validation PCK
-    WORKDIR/checkpoints/best_loss/STEP  the epoch with the lowest validation loss
+    WORKDIR/checkpoints/STEP    every epoch end (with its validation metrics) and interrupt
+
+A step is written once. What stays is the union of Orbax preservation policies: the last
+`keep` saves (LatestN: interrupt saves leave with them), the epoch with the best validation
+PCK and the epoch with the lowest validation loss (BestN, ties to the earlier epoch; kept
+however old). `--checkpoint latest | best | best_loss | EPOCH` names one of them (`find`).
 
 Each save holds the TrainState (parameters, BatchNorm statistics, optimizer state with the
 learning rate, step) and a JSON RunRecord (versioned; one type for training, autoencoder
@@ -15,6 +18,8 @@ is never restored.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import pathlib
 
 import jax
@@ -23,6 +28,8 @@ import orbax.checkpoint as ocp
 from shg_jax.errors import UserError
 
 KINDS = ("latest", "best", "best_loss")
+#: The named best checkpoints: the validation metric each ranks by, and which end is best.
+BEST = {"best": ("val_pck", "max"), "best_loss": ("val_loss", "min")}
 
 #: The record format written now. Records without a version are this format too (they were
 #: written before the field existed); a higher version was written by a newer shg-jax.
@@ -68,76 +75,111 @@ class CheckpointError(UserError):
     """No checkpoint where one was asked for; the message says what exists."""
 
 
+def _rank(metrics, name: str, mode: str) -> tuple:
+    """Sort key of a checkpoint for one named best (larger is better; at equal values the
+    earlier step wins, as "improved on the best so far" does); missing or NaN ranks last."""
+    value = (metrics or {}).get(name)
+    if value is None or value != value:
+        return (-math.inf, 0)
+    return (value if mode == "max" else -value, -metrics.get("step", 0))
+
+
 class Checkpoints:
-    def __init__(self, workdir, keep: int = 3, *, read_only: bool = False):
+    """The checkpoints of one run. `best` names the BEST entries this run ranks (training:
+    both; autoencoder pretraining: best_loss only)."""
+
+    def __init__(self, workdir, keep: int = 3, *, read_only: bool = False,
+                 best: tuple = tuple(BEST)):
         self.root = pathlib.Path(workdir).absolute() / "checkpoints"
         if read_only and not self.root.is_dir():
             raise CheckpointError(f"no checkpoints in {workdir} (expected {self.root}); "
                                   f"train with python main.py --workdir {workdir} first")
+        if (self.root / "latest").is_dir():
+            raise CheckpointError(
+                f"{self.root} holds checkpoints in the layout of shg-jax before 2026-11-26 "
+                f"(latest/, best/, best_loss/ folders), which this version does not read; "
+                f"open it with that version (git checkout a8269df) or retrain into a new "
+                f"--workdir")
+        self.best = best
+        name, mode = BEST[best[0]]
+        policies = [ocp.checkpoint_managers.LatestN(keep)] + [
+            ocp.checkpoint_managers.BestN(
+                get_metric_fn=functools.partial(_rank, name=BEST[b][0], mode=BEST[b][1]),
+                n=1, keep_checkpoints_without_metrics=False) for b in best]
+        options = ocp.CheckpointManagerOptions(
+            read_only=read_only, create=not read_only, cleanup_tmp_directories=not read_only,
+            # best_fn makes Orbax store each save's metrics (the policies read them back
+            # when a run resumes); which checkpoints stay is the policies' decision.
+            best_fn=functools.partial(_rank, name=name, mode=mode), best_mode="max",
+            preservation_policy=None if read_only else
+            ocp.checkpoint_managers.AnyPreservationPolicy(policies))
+        self.manager = ocp.CheckpointManager(self.root, options=options)
 
-        def manager(kind, max_to_keep):
-            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                                   read_only=read_only,
-                                                   cleanup_tmp_directories=not read_only)
-            return ocp.CheckpointManager(self.root / kind, options=options)
-
-        self.managers = {"latest": manager("latest", keep), "best": manager("best", 1),
-                         "best_loss": manager("best_loss", 1)}
-
-    def save(self, kind: str, state, record: RunRecord) -> None:
+    def save(self, state, record: RunRecord, metrics: dict | None = None) -> None:
+        """Saves `state` and `record` at the record's global step (once). `metrics`: the
+        epoch's validation numbers (val_pck, val_loss); None for an interrupt save, which
+        no best ranks and LatestN lets go."""
         step = int(record.global_step)
-        mgr = self.managers[kind]
-        if step in mgr.all_steps():
+        if step in self.manager.all_steps():
             return
-        # One save in flight at a time: with several processes, Orbax names its commit
-        # barrier by step, so two managers saving the same step at once would collide.
-        self.wait()
-        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(record.to_dict())))
+        metrics = {} if metrics is None else dict(metrics, step=step)
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record.to_dict())),
+            metrics=metrics)
 
-    def latest_step(self, kind: str = "latest") -> int | None:
-        return self.managers[kind].latest_step()
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
-    def record(self, kind: str, step: int) -> dict:
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def record(self, step: int) -> dict:
         """The record of a checkpoint, every field present (RunRecord.to_dict)."""
-        meta = self.managers[kind].restore(
+        meta = self.manager.restore(
             step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        return RunRecord.from_dict(meta, self.root / kind / str(step)).to_dict()
+        return RunRecord.from_dict(meta, self.root / str(step)).to_dict()
 
-    def find(self, which: str) -> tuple[str, int]:
-        """'latest' | 'best' | 'best_loss' | an epoch number -> (kind, step)."""
-        if which in KINDS:
-            step = self.latest_step(which)
-            if step is None:
-                raise CheckpointError(f"no {which!r} checkpoint in {self.root}")
-            return which, step
+    def find(self, which: str) -> int:
+        """'latest' | 'best' | 'best_loss' | an epoch number -> the step of that checkpoint.
+        Weights converted from the thesis' PyTorch files (one step, no validation) answer
+        to every name."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.root}")
+        if which == "latest":
+            return steps[-1]
+        if which in BEST:
+            name, mode = BEST[which]
+            ranked = [(_rank(self.manager.metrics(s), name, mode), s) for s in steps]
+            best_rank, step = max(ranked)
+            if best_rank[0] > -math.inf:
+                return step
+            if len(steps) == 1 and self.record(steps[0])["converted_from"]:
+                return steps[0]
+            raise CheckpointError(f"no {which!r} checkpoint in {self.root}: no epoch has "
+                                  f"ended with a validation {name} yet")
         try:
             epoch = int(which)
         except ValueError:
             raise CheckpointError(f"checkpoint must be one of {KINDS} or an epoch number, "
                                   f"got {which!r}") from None
-        for kind in KINDS:
-            for step in self.managers[kind].all_steps():
-                rec = self.record(kind, step)
-                if rec["epoch"] == epoch and rec["step_in_epoch"] == 0:
-                    return kind, step
-        kept = sorted({self.record(k, s)["epoch"] for k in KINDS
-                       for s in self.managers[k].all_steps()})
+        records = {s: self.record(s) for s in steps}
+        for step, rec in records.items():
+            if rec["epoch"] == epoch and rec["step_in_epoch"] == 0:
+                return step
+        kept = sorted({r["epoch"] for r in records.values() if r["step_in_epoch"] == 0})
         raise CheckpointError(f"no checkpoint of epoch {epoch} in {self.root}; "
                               f"epochs kept: {kept}")
 
-    def restore(self, kind: str, step: int, target_state) -> tuple:
+    def restore(self, step: int, target_state) -> tuple:
         """-> (state laid out like `target_state`, its record)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-        out = self.managers[kind].restore(step, args=ocp.args.Composite(
+        out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        where = self.root / kind / str(step)
-        return out.state, RunRecord.from_dict(out.meta, where).to_dict()
+        return out.state, RunRecord.from_dict(out.meta, self.root / str(step)).to_dict()
 
     def wait(self) -> None:
-        for mgr in self.managers.values():
-            mgr.wait_until_finished()
+        self.manager.wait_until_finished()
 
     def close(self) -> None:
-        for mgr in self.managers.values():
-            mgr.close()
+        self.manager.close()

@@ -187,8 +187,7 @@ def write_checkpoint(model: StackedHourglass, config, workdir, mean_rgb) -> None
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpts = Checkpoints(workdir)
-    for kind in ("latest", "best", "best_loss"):
-        ckpts.save(kind, state, record)
+    ckpts.save(state, record)
     ckpts.wait()
     fileio.write_json(workdir / "config.json", record.config)
 
@@ -209,7 +208,7 @@ def main(argv):
         sys.exit(2)
     mean = [float(v) for v in f.mean_rgb.split(",")]
     write_checkpoint(model, config, f.workdir, mean)
-    print(f"wrote {f.workdir}/checkpoints (latest, best): {config.model.n_stacks}-stack model"
+    print(f"wrote {f.workdir}/checkpoints: {config.model.n_stacks}-stack model"
           f"{' with autoencoder' if config.model.autoencoder else ''}, mean RGB {mean}")
 
 

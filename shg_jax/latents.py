@@ -129,9 +129,10 @@ def pretraining_latents(shg_workdir, checkpoint: str, data_dir, out_dir, *,
     """Latents of the last bottleneck residual of an SHG run, for autoencoder pretraining:
     (train, val, source), extracted into OUT_DIR/latents once and reused; `source` names
     the checkpoint (workdir, kind, step) so that fine-tuning can find the same weights."""
-    kind, step = Checkpoints(shg_workdir, read_only=True).find(checkpoint)
+    step = Checkpoints(shg_workdir, read_only=True).find(checkpoint)
     config, steps, state, record = open_run(shg_workdir, checkpoint, data_dir)
-    source = {"workdir": str(pathlib.Path(shg_workdir).absolute()), "kind": kind, "step": step}
+    source = {"workdir": str(pathlib.Path(shg_workdir).absolute()), "kind": checkpoint,
+              "step": step}
     layer = config.model.n_bottleneck
     train, val = (extract(steps, state, data.Split(config.data_dir, name), layer, out_dir,
                           checkpoint=source, batch_size=batch_size)

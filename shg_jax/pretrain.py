@@ -5,9 +5,10 @@ Stage 1, `pretrain(config, workdir, train_latents, val_latents, source)`: the au
 (`config.model`'s ae_* fields) learns to reconstruct latents (N, h, w, F) — the output of
 the 3rd bottleneck residual — from a noisy copy x + noise * x * N(0, 1). Thesis recipe in
 `config.pretrain`: SGD momentum 0.9, lr 5e-4 halved every 25 epochs, batch 16, MSE (mean over
-every value), 100 epochs. Validation loss (no noise) after every epoch; checkpoints `latest`
-and `best_loss` like training; TensorBoard under WORKDIR/tb. The latents themselves come
-by shg_jax.latents (`pretraining_latents`, called by main.py), as for the analyses.
+every value), 100 epochs. Validation loss (no noise) after every epoch; checkpoints as in
+training, ranked by validation loss only (`latest`, `best_loss`); TensorBoard under WORKDIR/tb. The latents themselves come
+by shg_jax.latents (`pretraining_latents`, through `pretrain_from_run`, which
+train.train_and_evaluate runs for config.stage="pretrain"), as for the analyses.
 
 Stage 2, `finetune_state(steps, config)`: the first state of the fine-tuning run: every SHG
 parameter and BatchNorm statistic from the SHG checkpoint that stage 1 was trained on, the
@@ -30,6 +31,7 @@ from flax import nnx
 from shg_jax import data, fileio
 from shg_jax import placement
 from shg_jax.checkpoint import CheckpointError, Checkpoints, RunRecord
+from shg_jax.latents import pretraining_latents
 from shg_jax.models.autoencoder import BottleneckAutoencoder
 from shg_jax.progress import Progress
 from shg_jax.runs import TrainingError, config_json, interrupt_flag, log, resume_latest
@@ -131,6 +133,23 @@ def _train_epoch(ae: AutoencoderSteps, state: AEState, latents: np.ndarray,
     return state, float(np.mean(placement.to_host(losses)))
 
 
+def pretrain_from_run(config: ml_collections.ConfigDict, workdir, *,
+                      allow_config_change: bool = False) -> dict:
+    """Stage 1 from the config alone (what `train.train_and_evaluate` runs for
+    config.stage="pretrain"): the latents of the SHG in config.init_from
+    (config.init_checkpoint), extracted into WORKDIR/latents and reused on rerun, then
+    `pretrain` on them."""
+    if not config.init_from:
+        raise TrainingError("--config.stage=pretrain needs --config.init_from=SHG_WORKDIR")
+    train_lat, val_lat, source = pretraining_latents(
+        config.init_from, config.init_checkpoint, config.data_dir, workdir,
+        batch_size=config.pretrain.extract_batch_size)
+    shape = (-1,) + latent_shape(config.model)
+    return pretrain(config, workdir, train_lat.latents.reshape(shape),
+                    val_lat.latents.reshape(shape), source,
+                    allow_config_change=allow_config_change)
+
+
 def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarray,
              val_latents: np.ndarray, source: dict, *, allow_config_change: bool = False
              ) -> dict:
@@ -151,7 +170,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarr
                             f"of {p.batch_size}")
     workdir = pathlib.Path(workdir)
     ae = AutoencoderSteps(config)
-    ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
+    ckpts = Checkpoints(workdir, keep=config.keep_checkpoints, best=("best_loss",))
     state = ae.init_state()
     history, best_loss, epoch = [], math.inf, 0
     state, record = resume_latest(ckpts, state, config, workdir, allow_config_change)
@@ -183,9 +202,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarr
                 record = RunRecord(config=config_json(config), epoch=epoch,
                                    global_step=int(state.step), history=history,
                                    best_loss=best_loss, source=source)
-                if best:                     # before latest, as in train._end_epoch
-                    ckpts.save("best_loss", state, record)
-                ckpts.save("latest", state, record)
+                ckpts.save(state, record, metrics={"val_loss": val_loss})
                 log(f"autoencoder epoch {epoch}: train loss {train_loss:.4g}, val loss "
                     f"{val_loss:.4g}, lr {lr:.3g}" + (", best" if best else ""), flush=True)
     finally:
@@ -207,19 +224,19 @@ def finetune_state(steps: Steps, config: ml_collections.ConfigDict) -> TrainStat
     others' (autoencoder_every_stack) start from their random initialisation."""
     try:
         stage1 = Checkpoints(config.init_from, read_only=True)
-        kind, step = stage1.find(config.init_checkpoint)
-        record = stage1.record(kind, step)
+        step = stage1.find(config.init_checkpoint)
+        record = stage1.record(step)
         if record.get("source") is None:
             raise TrainingError(f"{config.init_from} is not an autoencoder pretraining run "
                                 f"(stage 1); run --config.stage=pretrain first")
         ae_config = ml_collections.ConfigDict(record["config"])
-        ae_state, _ = stage1.restore(kind, step, AutoencoderSteps(ae_config).init_state())
+        ae_state, _ = stage1.restore(step, AutoencoderSteps(ae_config).init_state())
         src = record["source"]
         shg = Checkpoints(src["workdir"], read_only=True)
-        shg_record = shg.record(src["kind"], src["step"])
+        shg_record = shg.record(src["step"])
         shg_steps = Steps(ml_collections.ConfigDict(shg_record["config"]),
                           shg_record["mean_rgb"], steps.mesh)
-        shg_state, _ = shg.restore(src["kind"], src["step"], shg_steps.init_state())
+        shg_state, _ = shg.restore(src["step"], shg_steps.init_state())
     except CheckpointError as e:
         raise TrainingError(f"config.init_from: {e}") from e
     fresh = steps.init_state()
@@ -245,5 +262,5 @@ def finetune_state(steps: Steps, config: ml_collections.ConfigDict) -> TrainStat
     params = nnx.from_flat_state(new)
     state = TrainState(fresh.step, params, shg_state.batch_stats, steps.tx.init(params))
     log(f"fine-tuning from the SHG {src['workdir']} ({src['kind']} step {src['step']}) with "
-        f"the autoencoder of {config.init_from} ({kind} step {step})")
+        f"the autoencoder of {config.init_from} ({config.init_checkpoint} step {step})")
     return placement.replicate(state, steps.mesh)

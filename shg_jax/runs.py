@@ -17,6 +17,7 @@ from shg_jax import data
 from shg_jax.checkpoint import Checkpoints
 from shg_jax.errors import UserError
 from shg_jax.steps import DEFAULT_DECODE, Steps
+from shg_jax.validation import validate
 
 #: Config fields that may change when a run is resumed; any other difference is refused.
 RESUMABLE_FIELDS = ("num_epochs", "log_every_steps", "keep_checkpoints", "num_tb_images",
@@ -96,11 +97,11 @@ def resume_latest(ckpts: Checkpoints, state, config: ml_collections.ConfigDict, 
     step = ckpts.latest_step()
     if step is None:
         return state, None
-    check_config(ckpts.record("latest", step)["config"], config, workdir, allow_change)
+    check_config(ckpts.record(step)["config"], config, workdir, allow_change)
     try:
-        return ckpts.restore("latest", step, state)
+        return ckpts.restore(step, state)
     except Exception as e:               # shapes changed under --allow_config_change
-        raise TrainingError(f"cannot restore {ckpts.root / 'latest' / str(step)} into "
+        raise TrainingError(f"cannot restore {ckpts.root / str(step)} into "
                             f"this config's model: {e}") from e
 
 
@@ -118,8 +119,8 @@ def open_run(workdir, checkpoint: str = "best", data_dir=None, *, flip: bool | N
     `flip_shift` override its config.decode (None keeps it). The mean RGB and label offset
     come from the record, or, for runs made before the record held them, from the data."""
     ckpts = Checkpoints(workdir, read_only=True)
-    kind, step = ckpts.find(checkpoint)
-    record = ckpts.record(kind, step)
+    step = ckpts.find(checkpoint)
+    record = ckpts.record(step)
     config = ml_collections.ConfigDict(record["config"])
     if data_dir:
         config.data_dir = str(data_dir)
@@ -127,6 +128,7 @@ def open_run(workdir, checkpoint: str = "best", data_dir=None, *, flip: bool | N
     for name, value in (("flip", flip), ("subpixel", subpixel), ("flip_shift", flip_shift)):
         if value is not None:
             config.decode[name] = value
+    validate(config)
     mean, offset = record.get("mean_rgb"), record.get("label_offset_x")
     if mean is None or offset is None:
         try:
@@ -138,5 +140,5 @@ def open_run(workdir, checkpoint: str = "best", data_dir=None, *, flip: bool | N
         mean = meta["mean_rgb"] if mean is None else mean
         offset = meta.get("label_offset_x", 0.0) if offset is None else offset
     steps = Steps(config, mean, label_offset_x=offset)
-    state, record = ckpts.restore(kind, step, steps.init_state())
+    state, record = ckpts.restore(step, steps.init_state())
     return OpenRun(config, steps, state, record)

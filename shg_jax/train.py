@@ -3,7 +3,8 @@ checkpoints and TensorBoard. `train_and_evaluate(config, workdir)` is what main.
 
 One run = one workdir:
     WORKDIR/config.json     the config (also inside every checkpoint)
-    WORKDIR/checkpoints/    Orbax: latest (every epoch end, interrupts), best, best_loss
+    WORKDIR/checkpoints/    Orbax, one folder per step: the latest few (epoch ends,
+                            interrupts), best val PCK, lowest val loss (shg_jax.checkpoint)
     WORKDIR/tb/             TensorBoard events (process 0)
 Rerunning the same command resumes from the latest checkpoint, at the exact batch.
 """
@@ -23,12 +24,13 @@ from shg_jax import placement
 from shg_jax.checkpoint import Checkpoints, RunRecord
 from shg_jax.draw import heatmap_grid
 from shg_jax.evaluate import evaluate_split
-from shg_jax.pretrain import finetune_state
+from shg_jax.pretrain import finetune_state, pretrain_from_run
 from shg_jax.progress import Progress
 from shg_jax.runs import TrainingError, config_json, interrupt_flag, log as _log, resume_latest
 from shg_jax.schedule import PlateauSchedule
 from shg_jax.steps import Steps, current_learning_rate, with_learning_rate
 from shg_jax.summary import StepProfiler, SummaryLogger
+from shg_jax.validation import validate
 
 
 class _Run:
@@ -114,10 +116,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        *, allow_config_change: bool = False, profile_dir=None) -> dict:
     """Trains config.num_epochs epochs (resuming if WORKDIR has checkpoints); returns the
     history of epoch metrics and the final state. Raises data.DataError or TrainingError
-    with a message. With `profile_dir`, steps 5-9 of this run are traced there."""
+    with a message. With `profile_dir`, steps 5-9 of this run are traced there.
+
+    config.stage (configs/autoencoder.py) picks the stage: "pretrain" trains the bottleneck
+    autoencoder alone on the latents of config.init_from (shg_jax.pretrain); "finetune"
+    starts from stage 1's autoencoder inside its SHG; "scratch" and plain SHG configs start
+    from random weights."""
+    validate(config, jax.device_count())
     if config.get("stage") == "pretrain":
-        raise TrainingError("config.stage=pretrain trains the autoencoder alone: run it "
-                            "through main.py, which extracts the latents first")
+        return pretrain_from_run(config, workdir, allow_config_change=allow_config_change)
     workdir = pathlib.Path(workdir)
     train_split = data.Split(config.data_dir, "train")
     val_split = data.Split(config.data_dir, "val")
@@ -144,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                 state = _train_epoch(steps, state, run, train_split, config, n_steps,
                                      logger, profiler, interrupted)
                 if interrupted["stop"]:
-                    ckpts.save("latest", state, run.record(state, train_split))
+                    ckpts.save(state, run.record(state, train_split))
                     ckpts.wait()
                     _log(f"saved a checkpoint at epoch {run.epoch + 1}, step "
                           f"{run.step_in_epoch}; rerun the same command to resume")
@@ -188,7 +195,7 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, profil
                     raise TrainingError(
                         f"loss is {losses[bad[0]]} at global step {step} (epoch "
                         f"{run.epoch + 1}); training stopped, the last good checkpoint is "
-                        f"kept in checkpoints/latest")
+                        f"kept in checkpoints/")
                 now = time.perf_counter()
                 run.loss_sum += float(losses.sum())
                 run.loss_count += len(losses)
@@ -236,14 +243,8 @@ def _end_epoch(steps, state, run, val_split, config, logger, ckpts, train_split)
         run.best_pck = val["all/pck"]
     if best_loss:
         run.best_loss = val["loss"]
-    rec = run.record(state, train_split)
-    # "latest" last: saves commit in order, so once an epoch's latest checkpoint exists its
-    # best ones do too (a run killed in between resumes from the epoch before and redoes it).
-    if best:
-        ckpts.save("best", state, rec)
-    if best_loss:
-        ckpts.save("best_loss", state, rec)
-    ckpts.save("latest", state, rec)
+    ckpts.save(state, run.record(state, train_split),
+               metrics={"val_pck": val["all/pck"], "val_loss": val["loss"]})
     _log(f"epoch {run.epoch}: train loss {train_loss:.4g}, val loss {val['loss']:.4g}, "
           f"val PCK {val['all/pck']:.4f} (v=2 {val['visible/pck']:.4f}, limbs "
           f"{val['limbs/pck']:.4f}), lr {lr_used:.3g}" + (", best" if best else ""),

@@ -56,7 +56,7 @@ def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
     from shg_jax.checkpoint import Checkpoints
 
     first_two = Checkpoints(workdir, read_only=True)
-    first_two = first_two.record("latest", first_two.latest_step())["history"]
+    first_two = first_two.record(first_two.latest_step())["history"]
     # Resume with more epochs: the first two are kept as they were, four more are trained.
     config.pretrain.num_epochs = 6
     out = pretrain.pretrain(config, workdir, train.latents.reshape(shape),
@@ -72,9 +72,8 @@ def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
     for kind in ("latest", "best_loss"):
         resumed_ckpts = Checkpoints(workdir, read_only=True)
         straight_ckpts = Checkpoints(workdir.parent / "straight", read_only=True)
-        a, rec_a = resumed_ckpts.restore(kind, resumed_ckpts.latest_step(kind), ae.init_state())
-        b, rec_b = straight_ckpts.restore(kind, straight_ckpts.latest_step(kind),
-                                          ae.init_state())
+        a, rec_a = resumed_ckpts.restore(resumed_ckpts.find(kind), ae.init_state())
+        b, rec_b = straight_ckpts.restore(straight_ckpts.find(kind), ae.init_state())
         assert rec_a == rec_b, kind
         leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
         assert len(leaves_a) == len(leaves_b) > 3
@@ -131,7 +130,7 @@ def test_finetune_starts_from_shg_and_stage1_weights(stage1, tiny_run, tiny_data
 
     _, _, shg_state, _ = open_run(tiny_run[0], "best_loss")
     ckpts = Checkpoints(workdir, read_only=True)
-    ae_state, _ = ckpts.restore(*ckpts.find("best_loss"),
+    ae_state, _ = ckpts.restore(ckpts.find("best_loss"),
                                 pretrain.AutoencoderSteps(config).init_state())
     shg, ae, new = _flat(shg_state.params), _flat(ae_state.params), _flat(state.params)
     n_ae = 0

@@ -60,7 +60,7 @@ def assert_same_run(workdir, reference):
 
 def records(workdir):
     ckpts = Checkpoints(workdir, read_only=True)
-    return [ckpts.record("latest", s) for s in ckpts.managers["latest"].all_steps()]
+    return [ckpts.record(s) for s in ckpts.steps()]
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +73,15 @@ def reference(tiny_data, tmp_path_factory):
 
 
 def wait_for_epoch_1_then(proc, workdir, action, delay=0.1):
-    """Waits until epoch 1's `best` checkpoint is committed, then `action(proc)` a bit later:
-    inside epoch 1's `latest` save or early in epoch 2 (best is saved before latest, and
-    epoch 2 starts only once latest's save has begun)."""
+    """Waits until epoch 1's checkpoint save has begun (its temporary folder or the committed
+    step appears), then `action(proc)` a bit later: inside that save or early in epoch 2
+    (epoch 2 starts only once the save has begun)."""
     deadline = time.time() + 300
     while True:
         assert proc.poll() is None, "the run ended before it could be interrupted"
         assert time.time() < deadline
-        best = workdir / "checkpoints" / "best"
-        if best.is_dir() and any(p.name.isdigit() for p in best.iterdir()):
+        root = workdir / "checkpoints"
+        if root.is_dir() and any(p.name[:1].isdigit() for p in root.iterdir()):
             break
         time.sleep(0.01)
     time.sleep(delay)
@@ -89,7 +89,7 @@ def wait_for_epoch_1_then(proc, workdir, action, delay=0.1):
 
 
 def latest_epochs(workdir) -> list:
-    if not (workdir / "checkpoints" / "latest").is_dir():
+    if not any((workdir / "checkpoints").glob("[0-9]*")):
         return []
     return [r["epoch"] for r in records(workdir)]
 
@@ -108,7 +108,12 @@ def test_reference_run_writes_checkpoints_config_and_history(reference):
     assert recs[-1]["best_pck"] == max(h["val_pck"] for h in history)
     assert recs[-1]["best_loss"] == min(h["val_loss"] for h in history)
     assert json.loads((reference / "config.json").read_text())["batch_size"] == 2
-    assert (reference / "checkpoints" / "best").is_dir()
+    # `best` and `best_loss` name the epochs of the best val PCK / lowest val loss (the
+    # earlier one at a tie).
+    ckpts = Checkpoints(reference, read_only=True)
+    pcks, losses = [h["val_pck"] for h in history], [h["val_loss"] for h in history]
+    assert ckpts.find("best") == recs[pcks.index(max(pcks))]["global_step"]
+    assert ckpts.find("best_loss") == recs[losses.index(min(losses))]["global_step"]
 
 
 def test_tensorboard_has_the_tags_and_values(reference):
@@ -364,7 +369,7 @@ def _rewrite_with_record(source_workdir, workdir, edit):
 
     _, _, state, record = runs.open_run(source_workdir, "best")
     ckpts = Checkpoints(workdir)
-    ckpts.managers["latest"].save(record["global_step"], args=ocp.args.Composite(
+    ckpts.manager.save(record["global_step"], args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(edit(dict(record)))))
     ckpts.wait()
     return state

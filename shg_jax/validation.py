@@ -1,0 +1,185 @@
+"""One check of a whole config before anything starts: types, ranges, choices, the batch's
+divisibility by the devices, the input size against the hourglass depth, the stage fields.
+
+`validate(config, n_devices)` raises ConfigError whose one-line message names the field, the
+value and what is allowed; main.py turns it into exit status 2 before anything is written,
+and `train.train_and_evaluate` and `runs.open_run` call it too, so a library user and every
+command that opens a run get the same message. Each rule lives here once; the modules keep
+their own checks for callers that bypass configs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import ml_collections
+
+from shg_jax.crop import CROP_MODES
+from shg_jax.errors import UserError
+from shg_jax.heatmap import HEATMAP_STYLES
+from shg_jax.models.layers import BIAS_INITS, BN_RUNNING_VARS
+from shg_jax.models.residual import RESIDUAL_SKIPS
+from shg_jax.skeleton import N_JOINTS
+
+OPTIMIZERS = ("rmsprop", "sgd")
+DTYPES = ("float32", "bfloat16")
+STAGES = ("pretrain", "finetune", "scratch")
+CHECKPOINT_NAMES = ("latest", "best", "best_loss")
+#: The stem halves the input twice (7x7 conv stride 2, max-pool) before the hourglass.
+STEM_STRIDE = 4
+
+
+class ConfigError(UserError):
+    """A config value outside what the code can run; the message names field and value."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v))
+
+
+def int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_int(v) and v >= low), f"a whole number >= {low}"
+
+
+def positive() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and v > 0), "a finite number > 0"
+
+
+def at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and v >= low), f"a finite number >= {low:g}"
+
+
+def between(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and low < v < high), f"a number strictly between " \
+                                                         f"{low:g} and {high:g}"
+
+
+def one_of(choices) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), "one of " + ", ".join(repr(c) for c in choices)
+
+
+def boolean() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, bool)), "True or False"
+
+
+def ints_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    return ((lambda v: isinstance(v, (tuple, list)) and all(_is_int(x) and x >= low
+                                                            for x in v)),
+            f"a tuple of whole numbers >= {low}")
+
+
+#: field -> (test, what is allowed); a field absent from the config is not checked (configs
+#: differ: only autoencoder configs have `stage`, only the demo has `synthetic`).
+RULES = {
+    "seed": int_at_least(0),
+    "batch_size": int_at_least(1),
+    "eval_batch_size": int_at_least(1),
+    "num_epochs": int_at_least(1),
+    "optimizer": one_of(OPTIMIZERS),
+    "learning_rate": positive(),
+    "rmsprop_decay": between(0, 1),
+    "rmsprop_eps": positive(),
+    "rmsprop_eps_in_sqrt": boolean(),
+    "momentum": at_least(0),
+    "log_every_steps": int_at_least(1),
+    "keep_checkpoints": int_at_least(1),
+    "num_tb_images": int_at_least(0),
+    "prefetch": int_at_least(1),
+    "plateau.factor": between(0, 1),
+    "plateau.patience": int_at_least(0),
+    "plateau.min_lr": at_least(0),
+    "plateau.threshold": at_least(0),
+    "plateau.milestones": ints_at_least(1),
+    "heatmap.style": one_of(HEATMAP_STYLES),
+    "heatmap.sigma_visible": positive(),
+    "heatmap.sigma_occluded": positive(),
+    "heatmap.sigma_newell": positive(),
+    "decode.flip": boolean(),
+    "decode.subpixel": boolean(),
+    "model.n_stacks": int_at_least(1),
+    "model.depth": int_at_least(1),
+    "model.n_bottleneck": int_at_least(1),
+    "model.features": int_at_least(1),
+    "model.mid_features": int_at_least(1),
+    "model.stem_features": int_at_least(1),
+    "model.residual_skip": one_of(RESIDUAL_SKIPS),
+    "model.n_joints": one_of((N_JOINTS,)),
+    "model.use_skip_connections": boolean(),
+    "model.input_size": int_at_least(STEM_STRIDE * 2),
+    "model.autoencoder": boolean(),
+    "model.ae_channels": ints_at_least(1),
+    "model.ae_code_size": int_at_least(1),
+    "model.autoencoder_every_stack": boolean(),
+    "model.dtype": one_of(DTYPES),
+    "model.bias_init": one_of(BIAS_INITS),
+    "model.bn_running_var": one_of(BN_RUNNING_VARS),
+    "stage": one_of(STAGES),
+    "pretrain.num_epochs": int_at_least(1),
+    "pretrain.batch_size": int_at_least(1),
+    "pretrain.learning_rate": positive(),
+    "pretrain.momentum": at_least(0),
+    "pretrain.halve_every": int_at_least(1),
+    "pretrain.lr_factor": between(0, 1),
+    "pretrain.noise": at_least(0),
+    "pretrain.extract_batch_size": int_at_least(1),
+    "synthetic.train": int_at_least(1),
+    "synthetic.val": int_at_least(1),
+    "synthetic.seed": int_at_least(0),
+    "synthetic.image_size": int_at_least(32),
+    "synthetic.crop_mode": one_of(CROP_MODES),
+}
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if node is None or not hasattr(node, "keys") or part not in node.keys():
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+_ABSENT = object()
+
+
+def _fail(field: str, value, allowed: str) -> None:
+    raise ConfigError(f"config.{field}={value!r}: must be {allowed}")
+
+
+def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
+    """Raises ConfigError (one line: field, value, what is allowed) at the first value the
+    code cannot run; `n_devices`: the devices the batch is split over (None: not checked)."""
+    for field, (test, allowed) in RULES.items():
+        value = _get(config, field)
+        if value is not _ABSENT and not test(value):
+            _fail(field, value, allowed)
+    flip_shift = _get(config, "decode.flip_shift")
+    if flip_shift not in (None, _ABSENT) and not _is_number(flip_shift):
+        _fail("decode.flip_shift", flip_shift, "None (derived) or a finite number of cells")
+    if n_devices and config.batch_size % n_devices:
+        _fail("batch_size", config.batch_size,
+              f"divisible by the {n_devices} devices it is split over")
+    cells = config.model.input_size // STEM_STRIDE
+    if config.model.input_size % STEM_STRIDE or cells % 2 ** config.model.depth:
+        _fail("model.depth", config.model.depth,
+              f"such that input_size / {STEM_STRIDE} = {config.model.input_size / STEM_STRIDE:g} "
+              f"halves {config.model.depth} times to a whole number (input_size "
+              f"{config.model.input_size}: a multiple of {STEM_STRIDE * 2 ** config.model.depth})")
+    stage = _get(config, "stage")
+    if stage in ("pretrain", "finetune"):
+        if not config.init_from:
+            _fail("init_from", config.init_from,
+                  f"the workdir of the {'SHG' if stage == 'pretrain' else 'stage-1'} run "
+                  f"for stage {stage!r}")
+        which = config.init_checkpoint
+        if which not in CHECKPOINT_NAMES and not str(which).isdigit():
+            _fail("init_checkpoint", which,
+                  "one of " + ", ".join(CHECKPOINT_NAMES) + " or an epoch number")
+        if not config.model.autoencoder:
+            _fail("model.autoencoder", False, f"True for stage {stage!r}")

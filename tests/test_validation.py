@@ -1,0 +1,113 @@
+"""shg_jax.validation: every config value the code cannot run is refused up front with one
+line naming the field, the value and what is allowed; main.py exits 2 and writes nothing."""
+
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from configs import autoencoder, baseline, demo
+from shg_jax.validation import ConfigError, validate
+
+from helpers import REPO
+
+
+def config_with(base=baseline, **fields):
+    """configs/BASE.py with FIELD__SUBFIELD=value set, any type (as a run's JSON config or a
+    hand-built ConfigDict can hold)."""
+    config = ml_collections.ConfigDict(base.get_config().to_dict(), type_safe=False)
+    for dotted, value in fields.items():
+        *path, last = dotted.split("__")
+        node = config
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+@pytest.mark.parametrize("base", [baseline, demo, autoencoder])
+def test_the_shipped_configs_are_valid(base):
+    config = base.get_config()
+    if base is autoencoder:
+        config.init_from = "runs/baseline"
+    validate(config, n_devices=1)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"batch_size": 0}, "config.batch_size=0: must be a whole number >= 1"),
+    ({"batch_size": 2.5}, "config.batch_size=2.5: must be a whole number >= 1"),
+    ({"learning_rate": -1.0}, "config.learning_rate=-1.0: must be a finite number > 0"),
+    ({"learning_rate": float("nan")}, "config.learning_rate=nan: must be a finite number > 0"),
+    ({"rmsprop_decay": 1.0}, "config.rmsprop_decay=1.0: must be a number strictly between 0 and 1"),
+    ({"optimizer": "adam"}, "config.optimizer='adam': must be one of 'rmsprop', 'sgd'"),
+    ({"model__n_stacks": 0}, "config.model.n_stacks=0: must be a whole number >= 1"),
+    ({"model__dtype": "float16"}, "config.model.dtype='float16': must be one of 'float32', "
+                                  "'bfloat16'"),
+    ({"model__n_joints": 16}, "config.model.n_joints=16: must be one of 17"),
+    ({"heatmap__style": "foo"}, "config.heatmap.style='foo': must be one of 'thesis', 'newell'"),
+    ({"heatmap__sigma_visible": 0.0}, "config.heatmap.sigma_visible=0.0: must be a finite"),
+    ({"plateau__milestones": (5, 0)}, "config.plateau.milestones=(5, 0): must be a tuple of "
+                                      "whole numbers >= 1"),
+    ({"plateau__factor": 1.5}, "config.plateau.factor=1.5: must be a number strictly between"),
+    ({"decode__flip": "yes"}, "config.decode.flip='yes': must be True or False"),
+    ({"decode__flip_shift": float("inf")}, "config.decode.flip_shift=inf: must be None"),
+    ({"keep_checkpoints": 0}, "config.keep_checkpoints=0: must be a whole number >= 1"),
+])
+def test_each_bad_value_names_field_value_and_what_is_allowed(fields, message):
+    with pytest.raises(ConfigError) as e:
+        validate(config_with(**fields), n_devices=1)
+    assert str(e.value).startswith(message)
+    assert "\n" not in str(e.value)
+
+
+def test_the_hourglass_depth_must_fit_the_input_size():
+    validate(config_with(model__depth=6), n_devices=1)          # 256 / 4 = 64 = 2**6
+    with pytest.raises(ConfigError, match=r"config.model.depth=7: .*a multiple of 512"):
+        validate(config_with(model__depth=7), n_devices=1)
+    with pytest.raises(ConfigError, match=r"config.model.depth=4: .*input_size 100"):
+        validate(config_with(model__input_size=100), n_devices=1)
+
+
+def test_the_batch_must_split_over_the_devices():
+    validate(config_with(batch_size=16), n_devices=8)
+    with pytest.raises(ConfigError, match="config.batch_size=16: must be divisible by the "
+                                          "3 devices"):
+        validate(config_with(batch_size=16), n_devices=3)
+
+
+def test_stage_fields():
+    with pytest.raises(ConfigError, match="config.stage='pre': must be one of 'pretrain'"):
+        validate(config_with(autoencoder, stage="pre"), n_devices=1)
+    with pytest.raises(ConfigError, match="config.init_from='': must be the workdir of the "
+                                          "SHG run for stage 'pretrain'"):
+        validate(config_with(autoencoder, stage="pretrain"), n_devices=1)
+    with pytest.raises(ConfigError, match="config.init_checkpoint='bets'"):
+        validate(config_with(autoencoder, init_from="x", init_checkpoint="bets"), n_devices=1)
+    with pytest.raises(ConfigError, match="config.model.autoencoder=False: must be True"):
+        validate(config_with(autoencoder, init_from="x", model__autoencoder=False),
+                 n_devices=1)
+    validate(config_with(autoencoder, init_from="x", init_checkpoint="12"), n_devices=1)
+    validate(config_with(autoencoder, stage="scratch"), n_devices=1)
+
+
+def test_synthetic_data_fields():
+    with pytest.raises(ConfigError, match="config.synthetic.crop_mode='round'"):
+        validate(config_with(demo, synthetic__crop_mode="round"), n_devices=1)
+
+
+@pytest.mark.parametrize("flag, line", [
+    ("--config.model.depth=9", "error: config.model.depth=9: must be such that"),
+    ("--config.batchsize=4", "error: the config has no field 'batchsize'; did you mean "
+                             "'batch_size'?"),
+])
+def test_main_exits_2_with_one_line_and_writes_nothing(tmp_path, flag, line):
+    workdir = tmp_path / "run"
+    out = subprocess.run([sys.executable, "main.py", "--config=configs/demo.py",
+                          f"--workdir={workdir}", f"--config.data_dir={tmp_path / 'data'}",
+                          flag], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith(line), out.stderr
+    assert "Traceback" not in out.stderr
+    assert not workdir.exists() and not (tmp_path / "data").exists()
