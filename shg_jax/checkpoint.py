@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import pathlib
 
@@ -71,6 +72,17 @@ class RunRecord:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+class _ReadOnlyNotice(logging.Filter):
+    """Drops Orbax's warning that a read-only manager is read-only: every command that opens
+    a run does so on purpose, and the line would follow each of them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_ReadOnlyNotice())
+
+
 class CheckpointError(UserError):
     """No checkpoint where one was asked for; the message says what exists."""
 
@@ -108,6 +120,7 @@ class Checkpoints:
                 n=1, keep_checkpoints_without_metrics=False) for b in best]
         options = ocp.CheckpointManagerOptions(
             read_only=read_only, create=not read_only, cleanup_tmp_directories=not read_only,
+            save_interval_steps=0 if read_only else 1,
             # best_fn makes Orbax store each save's metrics (the policies read them back
             # when a run resumes); which checkpoints stay is the policies' decision.
             best_fn=functools.partial(_rank, name=name, mode=mode), best_mode="max",

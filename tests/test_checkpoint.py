@@ -111,3 +111,12 @@ def test_checkpoints_of_the_earlier_three_folder_layout_are_refused_by_name(tmp_
     (tmp_path / "old" / "checkpoints" / "latest" / "10").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="latest/, best/, best_loss/"):
         Checkpoints(tmp_path / "old", read_only=True)
+
+
+def test_opening_a_run_read_only_logs_no_warning(run, caplog):
+    """Orbax's "Given directory is read only" and read-only option notices used to follow
+    every evaluate/analysis call."""
+    with caplog.at_level("INFO"):
+        ckpts = Checkpoints(run, read_only=True)
+        ckpts.record(ckpts.find("best"))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
