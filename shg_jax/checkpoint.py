@@ -72,19 +72,45 @@ class RunRecord:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-class _ReadOnlyNotice(logging.Filter):
-    """Drops Orbax's warning that a read-only manager is read-only: every command that opens
-    a run does so on purpose, and the line would follow each of them."""
+class _OrbaxNotices(logging.Filter):
+    """Drops two Orbax warnings that say nothing to a user: that a read-only manager is
+    read-only (every command that opens a run does so on purpose, and the line would follow
+    each of them), and that a state folder has no metadata file of its own (ours never
+    have one; the shape check of a failed restore reads it)."""
+
+    NOTICES = ("Given directory is read only", "Metadata file does not exist")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Given directory is read only")
+        return not record.getMessage().startswith(self.NOTICES)
 
 
-logging.getLogger("absl").addFilter(_ReadOnlyNotice())
+logging.getLogger("absl").addFilter(_OrbaxNotices())
 
 
 class CheckpointError(UserError):
     """No checkpoint where one was asked for; the message says what exists."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint whose files cannot be read back (a damaged or truncated array file,
+    unreadable metadata); `step` says which, the message names the file Orbax failed on."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+class WriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, permissions); earlier ones are intact."""
+
+
+def _reason(error: BaseException, limit: int = 400) -> str:
+    """The innermost cause's first line (TensorStore's names the array and the file), cut
+    to `limit` characters: what a damaged-checkpoint message needs, without the spec dump."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _rank(metrics, name: str, mode: str) -> tuple:
@@ -136,9 +162,19 @@ class Checkpoints:
         if step in self.manager.all_steps():
             return
         metrics = {} if metrics is None else dict(metrics, step=step)
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record.to_dict())),
-            metrics=metrics)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave(record.to_dict())), metrics=metrics)
+        except (OSError, ValueError) as e:    # Orbax wraps a failed write in ValueError
+            raise self._write_error(step, e) from e
+
+    def _write_error(self, step, error) -> WriteError:
+        kept = [s for s in self.steps() if s != step]
+        return WriteError(f"cannot write checkpoint {self.root / str(step)} "
+                          f"({_reason(error)}); the checkpoints before it are intact "
+                          f"(steps {kept}): free disk space and rerun the same command to "
+                          f"resume from the latest")
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -148,9 +184,18 @@ class Checkpoints:
 
     def record(self, step: int) -> dict:
         """The record of a checkpoint, every field present (RunRecord.to_dict)."""
-        meta = self.manager.restore(
-            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        try:
+            meta = self.manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except Exception as e:       # Orbax raises what the file system or JSON raised
+            raise self._damaged(step, e) from e
+        if not isinstance(meta, dict):
+            raise self._damaged(step, ValueError("its meta record is not a JSON object"))
         return RunRecord.from_dict(meta, self.root / str(step)).to_dict()
+
+    def _damaged(self, step: int, error: BaseException) -> DamagedCheckpoint:
+        return DamagedCheckpoint(f"checkpoint {self.root / str(step)} cannot be read: "
+                                 f"{_reason(error)}", step)
 
     def find(self, which: str) -> int:
         """'latest' | 'best' | 'best_loss' | an epoch number -> the step of that checkpoint.
@@ -185,14 +230,58 @@ class Checkpoints:
                               f"epochs kept: {kept}")
 
     def restore(self, step: int, target_state) -> tuple:
-        """-> (state laid out like `target_state`, its record)."""
+        """-> (state laid out like `target_state`, its record). Raises DamagedCheckpoint
+        when the files cannot be read, CheckpointError when they hold another model."""
+        record = self.record(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return out.state, RunRecord.from_dict(out.meta, self.root / str(step)).to_dict()
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract)))
+        except Exception as e:
+            mismatch = self._shape_mismatch(step, abstract)
+            if mismatch:
+                raise CheckpointError(f"{self.root / str(step)} holds another model than "
+                                      f"this config's ({mismatch})") from e
+            raise self._damaged(step, e) from e
+        return out.state, record
+
+    def _shape_mismatch(self, step: int, abstract) -> str | None:
+        """Why the checkpoint's arrays cannot take the shapes of `abstract` (None when they
+        can, or when its metadata is unreadable too: then the files are what is wrong)."""
+        try:
+            stored = ocp.StandardCheckpointer().metadata(
+                self.root / str(step) / "state").item_metadata.tree
+        except Exception:
+            return None
+        shapes = sorted(tuple(a.shape) for a in jax.tree.leaves(stored))
+        wanted = sorted(tuple(a.shape) for a in jax.tree.leaves(abstract))
+        if shapes == wanted:
+            return None
+        return (f"{len(shapes)} arrays of {sum(map(math.prod, shapes)):,} values stored, "
+                f"{len(wanted)} arrays of {sum(map(math.prod, wanted)):,} values wanted")
+
+    def set_aside(self, step: int) -> pathlib.Path:
+        """Moves a damaged checkpoint out of the run's checkpoints (never deletes it), to
+        WORKDIR/damaged_checkpoints/STEP[-N], so that the resumed run can write that step
+        again; returns where it went. Process 0 moves, every process then rereads."""
+        target = self.root.parent / "damaged_checkpoints" / str(step)
+        n = 1
+        while target.exists():
+            target, n = target.with_name(f"{step}-{n}"), n + 1
+        if jax.process_index() == 0:
+            target.parent.mkdir(exist_ok=True)
+            (self.root / str(step)).rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self.manager.reload()
+        return target
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except (OSError, ValueError) as e:
+            raise self._write_error(self.latest_step(), e) from e
 
     def close(self) -> None:
         self.manager.close()

@@ -5,8 +5,13 @@ resume, Ctrl-C handling, and logging on process 0."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import fcntl
 import json
+import os
+import pathlib
 import signal
+import socket
 
 from typing import Any, NamedTuple
 
@@ -14,7 +19,7 @@ import jax
 import ml_collections
 
 from shg_jax import data
-from shg_jax.checkpoint import Checkpoints
+from shg_jax.checkpoint import CheckpointError, Checkpoints, DamagedCheckpoint
 from shg_jax.errors import UserError
 from shg_jax.steps import DEFAULT_DECODE, Steps
 from shg_jax.validation import validate
@@ -78,6 +83,36 @@ def interrupt_flag():
 
 
 
+@contextlib.contextmanager
+def workdir_lock(workdir):
+    """Holds WORKDIR/.lock for one training run (process 0): a second run started on the same
+    workdir is refused while the first one lives, instead of both writing checkpoints. An
+    advisory flock, so the kernel releases it when the holder exits however it dies
+    (SIGKILL included): a killed run never leaves a stale lock."""
+    if jax.process_index() != 0:
+        yield
+        return
+    path = pathlib.Path(workdir) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise TrainingError(f"{workdir} is in use by another training run ({holder}); "
+                                f"wait for it to end, or use another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def check_config(run_config: dict, config: ml_collections.ConfigDict, workdir,
                  allow_change: bool) -> list[str]:
     """Refuses to resume `workdir` (made with `run_config`) under a different config unless
@@ -92,17 +127,30 @@ def check_config(run_config: dict, config: ml_collections.ConfigDict, workdir,
 
 def resume_latest(ckpts: Checkpoints, state, config: ml_collections.ConfigDict, workdir,
                   allow_change: bool) -> tuple[Any, dict | None]:
-    """Where both training loops start: WORKDIR's latest checkpoint restored in the layout of
-    `state` (after the config check) and its record, or (state, None) for a new run."""
-    step = ckpts.latest_step()
-    if step is None:
-        return state, None
-    check_config(ckpts.record(step)["config"], config, workdir, allow_change)
-    try:
-        return ckpts.restore(step, state)
-    except Exception as e:               # shapes changed under --allow_config_change
-        raise TrainingError(f"cannot restore {ckpts.root / str(step)} into "
-                            f"this config's model: {e}") from e
+    """Where both training loops start: WORKDIR's newest readable checkpoint restored in the
+    layout of `state` (after the config check) and its record, or (state, None) for a new
+    run. A damaged checkpoint (a killed disk, a truncated copy) is skipped with one line and
+    moved to WORKDIR/damaged_checkpoints/, never deleted; when none is readable the run
+    stops with the first one's reason."""
+    damaged = []
+    for step in reversed(ckpts.steps()):
+        try:
+            check_config(ckpts.record(step)["config"], config, workdir, allow_change)
+            restored = ckpts.restore(step, state)
+        except DamagedCheckpoint as e:
+            damaged.append(e)
+            continue
+        except CheckpointError as e:            # another model under --allow_config_change
+            raise TrainingError(f"cannot resume: {e}") from e
+        for e in damaged:
+            moved = ckpts.set_aside(e.step)
+            log(f"warning: {e}; moved it to {moved} (kept, not deleted) and resuming from "
+                f"step {step}")
+        return restored
+    if damaged:
+        raise TrainingError(f"no readable checkpoint in {ckpts.root}: {damaged[0]}; move "
+                            f"the folder aside to start this run again from scratch")
+    return state, None
 
 
 class OpenRun(NamedTuple):

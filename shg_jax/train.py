@@ -26,7 +26,8 @@ from shg_jax.draw import heatmap_grid
 from shg_jax.evaluate import evaluate_split
 from shg_jax.pretrain import finetune_state, pretrain_from_run
 from shg_jax.progress import Progress
-from shg_jax.runs import TrainingError, config_json, interrupt_flag, log as _log, resume_latest
+from shg_jax.runs import (TrainingError, config_json, interrupt_flag, log as _log,
+                          resume_latest, workdir_lock)
 from shg_jax.schedule import PlateauSchedule
 from shg_jax.steps import Steps, current_learning_rate, with_learning_rate
 from shg_jax.summary import StepProfiler, SummaryLogger
@@ -121,11 +122,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     config.stage (configs/autoencoder.py) picks the stage: "pretrain" trains the bottleneck
     autoencoder alone on the latents of config.init_from (shg_jax.pretrain); "finetune"
     starts from stage 1's autoencoder inside its SHG; "scratch" and plain SHG configs start
-    from random weights."""
+    from random weights. A second run on a busy workdir is refused (runs.workdir_lock)."""
     validate(config, jax.device_count())
-    if config.get("stage") == "pretrain":
-        return pretrain_from_run(config, workdir, allow_config_change=allow_config_change)
-    workdir = pathlib.Path(workdir)
+    with workdir_lock(workdir):
+        if config.get("stage") == "pretrain":
+            return pretrain_from_run(config, workdir, allow_config_change=allow_config_change)
+        return _train(config, pathlib.Path(workdir), allow_config_change, profile_dir)
+
+
+def _train(config, workdir: pathlib.Path, allow_config_change: bool, profile_dir) -> dict:
+    """The SHG training loop of train_and_evaluate, inside the workdir's lock."""
     train_split = data.Split(config.data_dir, "train")
     val_split = data.Split(config.data_dir, "val")
     _check_data(config, train_split, len(jax.devices()))

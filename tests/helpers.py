@@ -63,3 +63,16 @@ def jaxpr_equations(jaxpr):
         yield eqn
         for sub in jax.extend.core.jaxprs_in_params(eqn.params):
             yield from jaxpr_equations(sub)
+
+
+def damage_checkpoint(step_dir) -> pathlib.Path:
+    """Overwrites 64 bytes in the middle of the largest array file of a checkpoint (what a
+    failing disk or a truncated copy leaves); returns that file."""
+    files = [p for p in (pathlib.Path(step_dir) / "state").rglob("*") if p.is_file()
+             and p.parent.name == "d"]
+    target = max(files, key=lambda p: p.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(64)
+    target.write_bytes(bytes(raw))
+    return target

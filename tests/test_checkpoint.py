@@ -1,11 +1,19 @@
 """shg_jax.checkpoint: one CheckpointManager per run, Orbax preservation policies keeping the
 latest few, the best validation PCK and the lowest validation loss."""
 
+import errno
+import filecmp
+
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from shg_jax.checkpoint import CheckpointError, Checkpoints, RunRecord
+from shg_jax import runs
+from shg_jax.checkpoint import (CheckpointError, Checkpoints, DamagedCheckpoint, RunRecord,
+                                WriteError)
+
+from helpers import damage_checkpoint
 
 #: (epoch, val PCK, val loss) of six epoch ends; epochs 2 and 4 tie on PCK (2 is best: the
 #: earlier), epochs 3 and 4 tie on loss (3 is best).
@@ -14,10 +22,12 @@ EPOCHS = [(1, 0.1, 5.0), (2, 0.5, 2.0), (3, 0.3, 1.0), (4, 0.5, 1.0), (5, 0.2, 4
 STEPS_PER_EPOCH = 10
 
 
-def save_epoch(ckpts, epoch, pck, loss):
+def save_epoch(ckpts, epoch, pck, loss, size=3):
+    """Saves {"w": epoch, then noise (incompressible, so stored in full)}."""
     record = RunRecord(config={}, epoch=epoch, global_step=epoch * STEPS_PER_EPOCH)
-    ckpts.save({"w": jnp.full(3, float(epoch))}, record,
-               metrics={"val_pck": pck, "val_loss": loss})
+    w = np.random.default_rng(epoch).random(size, np.float32)
+    w[0] = epoch
+    ckpts.save({"w": jnp.asarray(w)}, record, metrics={"val_pck": pck, "val_loss": loss})
 
 
 def save_interrupt(ckpts, epoch, step_in_epoch):
@@ -61,7 +71,9 @@ def test_one_folder_per_kept_step_latest_best_and_best_loss(run):
 def test_restore_gives_the_state_and_record_of_that_step(run):
     ckpts = Checkpoints(run, read_only=True)
     state, record = ckpts.restore(ckpts.find("best_loss"), {"w": jnp.zeros(3)})
-    np.testing.assert_array_equal(np.asarray(state["w"]), [3.0, 3.0, 3.0])
+    expected = np.random.default_rng(3).random(3, np.float32)
+    expected[0] = 3
+    np.testing.assert_array_equal(np.asarray(state["w"]), expected)
     assert record["epoch"] == 3 and record["global_step"] == 30
     assert ckpts.record(60)["epoch"] == 6
 
@@ -120,3 +132,100 @@ def test_opening_a_run_read_only_logs_no_warning(run, caplog):
         ckpts = Checkpoints(run, read_only=True)
         ckpts.record(ckpts.find("best"))
     assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+
+
+def two_epochs(workdir, size=4096):
+    """Epochs 1 and 2 saved with a state large enough to be stored in chunks."""
+    ckpts = Checkpoints(workdir, keep=3)
+    save_epoch(ckpts, 1, 0.1, 2.0, size)
+    save_epoch(ckpts, 2, 0.2, 1.0, size)
+    ckpts.wait()
+    return ckpts
+
+
+def test_a_damaged_checkpoint_is_named_with_the_array_that_cannot_be_read(tmp_path):
+    two_epochs(tmp_path / "run").close()
+    damage_checkpoint(tmp_path / "run" / "checkpoints" / "20")
+    ckpts = Checkpoints(tmp_path / "run", read_only=True)
+    with pytest.raises(DamagedCheckpoint) as e:
+        ckpts.restore(20, {"w": jnp.zeros(4096)})
+    message = str(e.value)
+    assert e.value.step == 20 and "\n" not in message and len(message) < 600
+    assert str(tmp_path / "run" / "checkpoints" / "20") in message and '"w' in message
+    state, record = ckpts.restore(10, {"w": jnp.zeros(4096)})     # the one before: intact
+    assert float(state["w"][0]) == 1.0 and record["epoch"] == 1
+
+
+def test_resume_skips_a_damaged_latest_moves_it_aside_and_writes_that_step_again(
+        tmp_path, capsys):
+    workdir = tmp_path / "run"
+    two_epochs(workdir).close()
+    damage_checkpoint(workdir / "checkpoints" / "20")
+    before = sorted(p.relative_to(workdir / "checkpoints" / "20")
+                    for p in (workdir / "checkpoints" / "20").rglob("*"))
+    ckpts = Checkpoints(workdir, keep=3)
+    state, record = runs.resume_latest(ckpts, {"w": jnp.zeros(4096)},
+                                       ml_collections.ConfigDict(), workdir, False)
+    assert record["epoch"] == 1 and float(state["w"][0]) == 1.0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert len(lines) == 1
+    assert "checkpoints/20 cannot be read" in lines[0] and "resuming from step 10" in lines[0]
+    moved = workdir / "damaged_checkpoints" / "20"
+    assert str(moved) in lines[0]
+    # Kept whole, byte for byte, outside the run's checkpoints ...
+    assert sorted(p.relative_to(moved) for p in moved.rglob("*")) == before
+    assert ckpts.steps() == [10]
+    # ... so that the resumed run writes step 20 again.
+    save_epoch(ckpts, 2, 0.3, 0.5, 4096)
+    ckpts.wait()
+    assert ckpts.steps() == [10, 20] and ckpts.record(20)["epoch"] == 2
+    ckpts.close()
+
+
+def test_resume_with_every_checkpoint_damaged_stops_and_moves_nothing(tmp_path):
+    workdir = tmp_path / "run"
+    two_epochs(workdir).close()
+    for step in (10, 20):
+        damage_checkpoint(workdir / "checkpoints" / str(step))
+    ckpts = Checkpoints(workdir, keep=3)
+    with pytest.raises(runs.TrainingError, match=r"no readable checkpoint .*checkpoints/20 "
+                                                 r"cannot be read"):
+        runs.resume_latest(ckpts, {"w": jnp.zeros(4096)}, ml_collections.ConfigDict(),
+                           workdir, False)
+    assert ckpts.steps() == [10, 20] and not (workdir / "damaged_checkpoints").exists()
+    ckpts.close()
+
+
+def test_another_model_is_not_mistaken_for_damage(tmp_path):
+    workdir = tmp_path / "run"
+    two_epochs(workdir).close()
+    ckpts = Checkpoints(workdir, keep=3)
+    with pytest.raises(CheckpointError, match="holds another model") as e:
+        ckpts.restore(20, {"w": jnp.zeros(8)})
+    assert not isinstance(e.value, DamagedCheckpoint)
+    with pytest.raises(runs.TrainingError, match="cannot resume: .*another model"):
+        runs.resume_latest(ckpts, {"w": jnp.zeros(8)}, ml_collections.ConfigDict(),
+                           workdir, False)
+    assert ckpts.steps() == [10, 20]                    # nothing moved
+    ckpts.close()
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_earlier_checkpoints(
+        tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    ckpts = Checkpoints(workdir, keep=3)
+    save_epoch(ckpts, 1, 0.1, 2.0)
+    ckpts.wait()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpts.manager, "save", full)
+    with pytest.raises(WriteError) as e:
+        save_epoch(ckpts, 2, 0.2, 1.0)
+    assert "No space left on device" in str(e.value) and "checkpoints/20" in str(e.value)
+    assert "steps [10]" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.undo()
+    state, record = ckpts.restore(10, {"w": jnp.zeros(3)})
+    assert record["epoch"] == 1 and float(state["w"][0]) == 1.0
+    ckpts.close()

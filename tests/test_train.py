@@ -17,7 +17,7 @@ import pytest
 from shg_jax import evaluate, runs
 from shg_jax.checkpoint import Checkpoints
 
-from helpers import REPO, read_events, tiny_train_overrides
+from helpers import REPO, damage_checkpoint, read_events, tiny_train_overrides
 
 MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 
@@ -224,6 +224,51 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, ref
     params, rec = params_of(workdir)
     assert rec["global_step"] == before
     assert all(np.isfinite(p).all() for p in params)
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_kept_and_the_run_ends_as_uninterrupted(
+        tiny_data, reference, tmp_path):
+    workdir = tmp_path / "damaged"
+    shutil.copytree(reference, workdir)
+    latest = records(workdir)[-1]["global_step"]
+    damage_checkpoint(workdir / "checkpoints" / str(latest))
+    out = run_main(tiny_data, workdir)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"checkpoints/{latest} cannot be read" in warnings[0]
+    assert "resuming at epoch 2" in out.stdout.replace(str(workdir) + " ", "")
+    assert (workdir / "damaged_checkpoints" / str(latest) / "state").is_dir()
+    assert_same_run(workdir, reference)
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from shg_jax.runs import workdir_lock
+    with workdir_lock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_a_second_run_on_a_busy_workdir_is_refused_until_the_first_ends(tiny_data, tmp_path):
+    from shg_jax import train
+    from helpers import tiny_train_config
+
+    workdir = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        config = tiny_train_config(tiny_data)
+        with pytest.raises(runs.TrainingError, match=rf"in use by another training run "
+                                                     rf"\(pid {holder.pid} on "):
+            train.train_and_evaluate(config, workdir)
+        assert sorted(p.name for p in workdir.iterdir()) == [".lock"]    # nothing written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    with runs.workdir_lock(workdir):           # a killed holder leaves no stale lock
+        pass
 
 
 TWO_DEVICES = textwrap.dedent("""
