@@ -10,10 +10,12 @@ Rerunning a command resumes its workdir from the latest checkpoint. TensorBoard:
     tensorboard --logdir runs/
 Several hosts: the same command on every host, with --coordinator_address, --num_processes
 and --process_id (or under SLURM, which JAX detects by itself); see the README.
+
+Example (the demo: synthetic data, a small hourglass, 7 epochs on a CPU):
+    python main.py --config=configs/demo.py --workdir=runs/demo
 """
 
 import os
-import re
 import sys
 
 import jax
@@ -22,6 +24,8 @@ from ml_collections import config_flags
 
 from data_prep.cache import ensure_synthetic
 from shg_jax import train
+from shg_jax.cli import parse_absl_flags
+from shg_jax.data import DataError
 from shg_jax.errors import UserError
 from shg_jax.validation import ConfigError, validate
 
@@ -65,25 +69,8 @@ def main(argv):
                                  profile_dir=FLAGS.profile_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ConfigError) else 1)
-
-
-def parse_flags(argv):
-    """absl's parsing, with a misspelt or malformed --config.FIELD as one line (ml_collections
-    suggests the right name) and exit status 2 instead of a traceback."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}\npass --help for the flags", file=sys.stderr)
-    except (AttributeError, KeyError) as e:           # a --config.FIELD the config lacks
-        name = re.search(r"\w+", str(e))
-        hint = re.search(r"Did you mean \"(\w+)\"", str(e))
-        print(f"error: the config has no field {name.group() if name else str(e)!r}"
-              + (f"; did you mean {hint.group(1)!r}?" if hint else ""), file=sys.stderr)
-    except (TypeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+        sys.exit(2 if isinstance(e, (ConfigError, DataError)) else 1)   # bad input: 2
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=parse_absl_flags)

@@ -16,7 +16,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The run flags of every command (shg_jax.cli; --ckpt is --workdir), on the train split
     by default, and --batch-size, --out."""
     cli.add_run_arguments(p, split="train")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
+                   help="crops per forward pass")
     p.add_argument("--out", required=True, help="output folder (figures, numbers, index.html)")
 
 
@@ -30,7 +31,8 @@ def add_kmeans_arguments(p: argparse.ArgumentParser) -> None:
                    help="K-Means iterations per restart at most (thesis: 1000)")
     p.add_argument("--silhouette-sample", type=int, default=10000,
                    help="silhouette on all samples up to this many, else on a random sample")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of random subsets, samples and restarts")
 
 
 def open_run_split(args):

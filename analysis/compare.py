@@ -14,7 +14,6 @@ autoencoder code (Fig. 26). DIR/index.html shows everything.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
@@ -64,15 +63,16 @@ def markdown_table(rows: list[dict], split: str) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m analysis.compare",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("python -m analysis.compare", __doc__,
+                   "python -m analysis.compare --ckpt runs/demo --ckpt runs/demo_ae_finetune "
+                   "--out reports/compare")
     # --workdir (or --ckpt) twice: the SHG run, then the SHG + autoencoder run; --split is
     # the split of the PCK table.
     cli.add_run_arguments(p, split="test", many=True)
     p.add_argument("--latent-split", default="train", choices=cli.SPLIT_NAMES,
                    help="split whose latents PCA and K-Means use")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
+                   help="crops per forward pass")
     add_kmeans_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     return p.parse_args(argv)

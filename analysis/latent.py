@@ -198,9 +198,8 @@ def cluster_panels(x: np.ndarray, labels: np.ndarray, k: int, skeletons, seed: i
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m analysis.latent",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("python -m analysis.latent", __doc__,
+                   "python -m analysis.latent --ckpt runs/demo --out reports/latent --split train")
     add_run_arguments(p)
     p.add_argument("--layer", default="3", type=latent_layer,
                    help="bottleneck residual 1, 2, 3, or 'code' (autoencoder models)")

@@ -10,7 +10,6 @@ with skips: crop, ground truth, prediction with skips, prediction without (Fig. 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import jax
@@ -63,13 +62,12 @@ def run_ablation(steps, state, split: data.Split, batch_size: int, limit: int | 
 
 @cli.guard
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.skips",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("python -m analysis.skips", __doc__,
+                   "python -m analysis.skips --ckpt runs/demo --out reports/skips --split val")
     add_run_arguments(p)
     p.add_argument("--limit", type=int, help="only the first N samples of the split")
     p.add_argument("--grid", type=int, default=20, help="samples in the grid figure")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples drawn")
     args = p.parse_args(argv)
     config, steps, state, record, split = open_run_split(args)
     res = run_ablation(steps, state, split, args.batch_size, args.limit)

@@ -10,7 +10,7 @@ line per step with seconds and the peak resident memory so far.
 
 from __future__ import annotations
 
-import argparse
+from shg_jax import cli
 import resource
 import tempfile
 import time
@@ -34,13 +34,15 @@ def timed(label: str, fn):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.analysis",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, nargs="+", default=[10000, 124000])
-    p.add_argument("--dim", type=int, default=4096)
-    p.add_argument("--ks", default="2-10")
-    p.add_argument("--n-init", type=int, default=10)
-    p.add_argument("--silhouette-sample", type=int, default=10000)
+    p = cli.parser("python -m benchmarks.analysis", __doc__,
+                   "python -m benchmarks.analysis --n 10000 --dim 4096 --ks 2-10")
+    p.add_argument("--n", type=int, nargs="+", default=[10000, 124000],
+                   help="latent rows of each run")
+    p.add_argument("--dim", type=int, default=4096, help="latent dimension")
+    p.add_argument("--ks", default="2-10", help="K range of the K-Means sweep")
+    p.add_argument("--n-init", type=int, default=10, help="K-Means restarts per K")
+    p.add_argument("--silhouette-sample", type=int, default=10000,
+                   help="rows the silhouette is computed on")
     args = p.parse_args(argv)
     lo, hi = (int(v) for v in args.ks.split("-"))
     rng = np.random.default_rng(0)

@@ -8,7 +8,6 @@ on the longer side) in a temporary folder. Prints one line per measurement.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import tempfile
 import time
@@ -16,6 +15,7 @@ import time
 
 from data_prep import coco as prep
 from data_prep import synthetic
+from shg_jax import cli
 from shg_jax import data
 
 
@@ -42,14 +42,15 @@ def time_reader(data_dir: pathlib.Path, batch: int, epochs: int) -> tuple[int, f
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.data", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("python -m benchmarks.data", __doc__,
+                   "python -m benchmarks.data --images 400 --workers 1 2")
     p.add_argument("--coco-root", help="a COCO-layout folder (default: synthetic photos)")
     p.add_argument("--images", type=int, default=400, help="synthetic training images")
     p.add_argument("--limit", type=int, default=None, help="images per annotation file")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                   help="decoding processes of data_prep.coco to time")
+    p.add_argument("--batch", type=int, default=16, help="reader batch size")
+    p.add_argument("--epochs", type=int, default=3, help="reader epochs timed")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)

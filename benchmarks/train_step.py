@@ -13,6 +13,10 @@ keypoints: the step's cost does not depend on the pixels. `--profile DIR` writes
 two steps of the first combination that TensorBoard's profile plugin or
 https://ui.perfetto.dev opens. The steps run on every local device (data-parallel), as in
 training.
+
+Example:
+    python -m benchmarks.train_step --config=configs/baseline.py --batch 16,64 \
+        --dtype float32,bfloat16
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from shg_jax import placement
+from shg_jax import cli, placement
 from shg_jax.convert import THESIS_MEAN_RGB
 from shg_jax.steps import Steps
 
@@ -147,4 +151,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)

@@ -21,7 +21,6 @@ and starts over with --overwrite.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -233,19 +232,20 @@ def write_shard(split_dir: pathlib.Path, crops: list, state: WriterState) -> Non
     name = shards.shard_name(len(state.shards))
     final = split_dir / name
     tmp = fileio.tmp_name(final)
-    tmp.mkdir(parents=True)
     columns = list(zip(*crops))
     arrays = dict(images=np.stack(columns[0]), keypoints=np.stack(columns[1]),
                   image_id=np.asarray(columns[2], np.int64),
                   ann_id=np.asarray(columns[3], np.int64))
-    for key in shards.ARRAYS:
-        np.save(tmp / f"{key}.npy", arrays[key])
     channel_sums = arrays["images"].sum(axis=(0, 1, 2), dtype=np.uint64).tolist()
     state.rgb_sum = [a + int(b) for a, b in zip(state.rgb_sum, channel_sums)]
     state.pixels += int(np.prod(arrays["images"].shape[:3]))
     state.shards.append({"name": name, "count": len(crops)})
-    fileio.write_json(tmp / shards.PROGRESS, dataclasses.asdict(state))
-    os.replace(tmp, final)
+    with fileio.cleaned_up(final, tmp):
+        tmp.mkdir(parents=True)
+        for key in shards.ARRAYS:
+            np.save(tmp / f"{key}.npy", arrays[key])
+        fileio.write_json(tmp / shards.PROGRESS, dataclasses.asdict(state))
+        os.replace(tmp, final)
 
 
 def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
@@ -320,10 +320,12 @@ def run(args) -> int:
             raise InputError(f"{out} holds an unfinished preparation with other settings "
                              f"{diff} (old, new); rerun with the same settings to resume, "
                              f"or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    fileio.write_json(settings_file, settings)
+    # Planning reads every annotation file, so a malformed one stops here, before anything
+    # is written.
     plans = plan_splits(root, args.crop_mode, args.test_size, args.seed, args.limit,
                         args.test_split_by)
+    out.mkdir(parents=True, exist_ok=True)
+    fileio.write_json(settings_file, settings)
     if not plans["train"].tasks:
         print(f"warning: --test-size {args.test_size} takes every train2017 crop; the train "
               f"split is empty (pass a smaller --test-size to train on this data)",
@@ -361,8 +363,9 @@ def run(args) -> int:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m data_prep.coco", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("python -m data_prep.coco", __doc__,
+                   "python -m data_prep.coco --coco-root ~/data/coco --out "
+                   "~/data/coco_prepared --workers 8")
     p.add_argument("--coco-root", required=True,
                    help="folder with annotations/, train2017/ and val2017/")
     p.add_argument("--out", required=True, help="output folder for the shards")

@@ -8,7 +8,6 @@ blue. Each tile is labelled with its COCO image and annotation ids.
 
 from __future__ import annotations
 
-import argparse
 import math
 import pathlib
 import sys
@@ -38,9 +37,9 @@ def preview_grid(split: data.Split, indices) -> Image.Image:
 
 @cli.guard
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_prep.preview",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("python -m data_prep.preview", __doc__,
+                   "python -m data_prep.preview ~/data/coco_prepared/train --n 16 --out "
+                   "train_grid.png")
     p.add_argument("split_dir", help="a prepared split folder, e.g. DATA_DIR/train")
     p.add_argument("--n", type=int, default=16, help="crops to show")
     p.add_argument("--out", default="grid.png", help="output PNG")

@@ -21,7 +21,6 @@ box of every annotated val figure with score 1, in the COCO detection-results fo
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -31,6 +30,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from shg_jax import cli
 from shg_jax import fileio
 from shg_jax.progress import Progress
 from shg_jax.skeleton import JOINT_NAMES, SKELETON
@@ -290,13 +290,12 @@ def generate(out, *, train: int, val: int, seed: int = 0, size: int = 256) -> pa
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_prep.synthetic",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("python -m data_prep.synthetic", __doc__,
+                   "python -m data_prep.synthetic --out ~/data/synthetic --train 2000 --val 300")
     p.add_argument("--out", required=True, help="output folder (COCO layout)")
     p.add_argument("--train", type=int, default=2000, help="training images")
     p.add_argument("--val", type=int, default=300, help="validation images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawing")
     p.add_argument("--size", type=int, default=256, help="longer image side in pixels")
     args = p.parse_args(argv)
     if args.train < 1 or args.val < 1 or args.size < 64:

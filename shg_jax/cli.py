@@ -11,11 +11,32 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 
 from shg_jax.errors import UserError
 
 SPLIT_NAMES = ("train", "val", "test")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every flag's help ends with its default (flags without one, or with None, say
+    nothing); the description and epilog keep their line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default not in (None, False, argparse.SUPPRESS) and not action.required
+                and "%(default)" not in text and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
+
+
+def parser(prog: str, doc: str, example: str, notes: str = "") -> argparse.ArgumentParser:
+    """A command's parser: the first paragraph of its module docstring `doc` as the
+    description, every flag with its default, then `notes` and one runnable example."""
+    epilog = (notes.strip() + "\n\n" if notes.strip() else "") + f"example:\n  {example}"
+    return argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n\n")[0],
+                                   formatter_class=_HelpFormatter, epilog=epilog)
 
 
 def add_run_arguments(p: argparse.ArgumentParser, *, split: str | None = "val",
@@ -29,7 +50,8 @@ def add_run_arguments(p: argparse.ArgumentParser, *, split: str | None = "val",
     p.add_argument("--checkpoint", default="best",
                    help="best | latest | best_loss | an epoch number")
     if split is not None:
-        p.add_argument("--split", default=split, choices=SPLIT_NAMES)
+        p.add_argument("--split", default=split, choices=SPLIT_NAMES,
+                       help="the prepared split to use")
     p.add_argument("--data-dir", "--data_dir", dest="data_dir",
                    help="prepared data (default: the run's config.data_dir)")
 
@@ -64,3 +86,31 @@ def guard(main):
             print(f"error: {e}", file=sys.stderr)
             return 2
     return guarded
+
+
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
+def parse_absl_flags(argv: list[str]) -> list[str]:
+    """The flags parser of the absl commands (main.py, shg_jax.convert, shg_jax.models,
+    benchmarks.train_step): absl's parsing, with a misspelt or malformed --config.FIELD as
+    one line (ml_collections suggests the right name) and exit status 2 instead of a
+    traceback, and --help exiting 0 (absl exits 1)."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except SystemExit as e:
+        if any(a in HELP_FLAGS for a in argv[1:]):
+            sys.exit(0)
+        raise e
+    except flags.Error as e:
+        print(f"error: {e}\npass --help for the flags", file=sys.stderr)
+    except (AttributeError, KeyError) as e:           # a --config.FIELD the config lacks
+        name = re.search(r"\w+", str(e))
+        hint = re.search(r"Did you mean \"(\w+)\"", str(e))
+        print(f"error: the config has no field {name.group() if name else str(e)!r}"
+              + (f"; did you mean {hint.group(1)!r}?" if hint else ""), file=sys.stderr)
+    except (TypeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

@@ -12,6 +12,10 @@ Layouts: conv kernels OIHW -> HWIO; transposed-conv kernels as PyTorch stores th
 transposed convolution is a correlation with the flipped kernel; linear weights transposed;
 BatchNorm weight/bias/running_mean/running_var -> scale/bias/mean/var; num_batches_tracked is
 accepted and ignored (written back as 0). Every key must be used exactly once.
+
+Example:
+    python -m shg_jax.convert --state-dict thesis_shg.npz --config=configs/baseline.py \
+        --workdir runs/thesis
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from shg_jax import cli
 from shg_jax.errors import UserError
 from shg_jax.models import StackedHourglass, build_model
 
@@ -226,4 +231,4 @@ if __name__ == "__main__":
     flags.mark_flags_as_required(["state_dict", "workdir"])
     # The documented spelling is --state-dict; absl flags use underscores.
     sys.argv = [a.replace("--state-dict", "--state_dict", 1) for a in sys.argv]
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)

@@ -63,8 +63,7 @@ class Split:
             raise DataError(f"split {name!r} missing in {data_dir}; "
                             + _prepare_hint(data_dir)) from None
         self.image_size = int(self.meta_all["image_size"])
-        self.shards = [{key: np.load(self.dir / s["name"] / f"{key}.npy", mmap_mode="r")
-                        for key in shards.ARRAYS} for s in self.meta["shards"]] or [
+        self.shards = [self._open_shard(s) for s in self.meta["shards"]] or [
             shards.empty_arrays(self.image_size)]
         counts = [len(s["image_id"]) for s in self.shards]
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -74,6 +73,38 @@ class Split:
         self.mean_rgb = np.asarray(self.meta_all["mean_rgb"], np.float32)
         # Data prepared before the offset was recorded: labels taken as pixel indices.
         self.label_offset_x = float(self.meta_all.get("label_offset_x", 0.0))
+
+    def _open_shard(self, entry: dict) -> dict[str, np.ndarray]:
+        """Memory-maps one shard's arrays, checking each against the split's meta.json (rows)
+        and the data's crop size, so a truncated or damaged file is named here, before
+        training starts, not met as a crash in the middle of an epoch."""
+        arrays = {}
+        for key in shards.ARRAYS:
+            path = self.dir / entry["name"] / f"{key}.npy"
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise DataError(f"{path} is missing or damaged ({e}); prepare the data "
+                                f"again: {self.remake_command()}") from None
+            expected = shards.row_shape(key, self.image_size)
+            if len(array) != entry["count"] or array.shape[1:] != expected:
+                raise DataError(f"{path} holds an array of shape {array.shape}, its split's "
+                                f"meta.json says ({entry['count']}, "
+                                f"{', '.join(map(str, expected))}); prepare the data again: "
+                                f"{self.remake_command()}")
+            arrays[key] = array
+        return arrays
+
+    def remake_command(self) -> str:
+        """The data_prep command that prepares this data again, with its recorded settings."""
+        m = self.meta_all
+        settings = {"--coco-root": m.get("source", "COCO_DIR"), "--out": self.dir.parent,
+                    "--crop-mode": m.get("crop_mode"), "--size": self.image_size,
+                    "--test-size": m.get("test_size"), "--test-split-by": m.get("test_split_by"),
+                    "--seed": m.get("seed"), "--limit": m.get("limit"),
+                    "--shard-size": m.get("shard_size")}
+        return " ".join(["python -m data_prep.coco"] + [f"{k} {v}" for k, v in settings.items()
+                                                        if v is not None] + ["--overwrite"])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

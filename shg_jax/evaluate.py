@@ -13,7 +13,6 @@ e.g. HRNet's published val2017 person detections), the protocol of published num
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -165,9 +164,9 @@ def format_table(result: dict) -> str:
 
 @cli.guard
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m shg_jax.evaluate",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("python -m shg_jax.evaluate", __doc__,
+                   "python -m shg_jax.evaluate --workdir runs/demo --checkpoint best --split "
+                   "val --out runs/demo/val.json")
     cli.add_run_arguments(p, split="val")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
                    help="default: the run's eval_batch_size")

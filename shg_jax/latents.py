@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 
@@ -85,8 +86,32 @@ def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoin
             return cached
         shutil.rmtree(final)
     fn = latent_function(steps, layer)
+    fileio.remove_tmp(final.parent)           # what a killed extraction left
     tmp = fileio.tmp_name(final)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with fileio.cleaned_up(final, tmp):
+        _extract_into(tmp, fn, steps, state, split, batch_size)
+        fileio.write_json(tmp / "meta.json", dict(
+            meta, dimension=int(np.load(tmp / "latents.npy", mmap_mode="r").shape[1])))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    return Latents.load(final)
+
+
+def _allocated(path: pathlib.Path, dtype, shape) -> np.memmap:
+    """A new .npy memmap whose blocks are reserved on disk now: a disk too small for it
+    fails here with ENOSPC (an OSError), not later with a SIGBUS inside a memmap write."""
+    array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return array
+
+
+def _extract_into(tmp: pathlib.Path, fn, steps: Steps, state, split: data.Split,
+                  batch_size: int) -> None:
+    """Streams the latents and sample columns of every row of `split` into .npy memmaps in
+    the new folder `tmp`."""
     tmp.mkdir(parents=True)
     n = len(split)
     arrays = None
@@ -98,14 +123,12 @@ def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoin
             out = np.asarray(fn(state, placement.shard_batch(batch, steps.mesh)))
             valid = batch["valid"]
             if arrays is None:
-                arrays = {"latents": np.lib.format.open_memmap(
-                    tmp / "latents.npy", "w+", np.float32, (n, out.shape[1]))}
-                for k, dtype, shape in (("image_id", np.int64, ()), ("ann_id", np.int64, ()),
-                                        ("index", np.int64, ()),
-                                        ("keypoints", np.float32, (17, 3)),
-                                        ("n_labelled", np.int64, ())):
-                    arrays[k] = np.lib.format.open_memmap(tmp / f"{k}.npy", "w+", dtype,
-                                                          (n,) + shape)
+                arrays = {k: _allocated(tmp / f"{k}.npy", dtype, (n,) + shape)
+                          for k, dtype, shape in (
+                              ("latents", np.float32, (out.shape[1],)),
+                              ("image_id", np.int64, ()), ("ann_id", np.int64, ()),
+                              ("index", np.int64, ()), ("keypoints", np.float32, (17, 3)),
+                              ("n_labelled", np.int64, ()))}
             k = int(valid.sum())
             arrays["latents"][row:row + k] = out[valid]
             for key in ("image_id", "ann_id", "index", "keypoints"):
@@ -115,13 +138,6 @@ def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoin
             progress.update(1, count=k)
     for a in arrays.values():
         a.flush()
-    meta["dimension"] = int(arrays["latents"].shape[1])
-    del arrays
-    fileio.write_json(tmp / "meta.json", meta)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return Latents.load(final)
 
 
 def pretraining_latents(shg_workdir, checkpoint: str, data_dir, out_dir, *,

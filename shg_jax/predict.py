@@ -132,10 +132,9 @@ def write_png(image: Image.Image, path: pathlib.Path) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m shg_jax.predict",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = cli.parser("python -m shg_jax.predict", __doc__,
+                   "python -m shg_jax.predict --workdir runs/demo --image photo.jpg --bbox "
+                   "40,30,120,200 --out predictions", notes=__doc__.split("\n\n", 1)[1])
     cli.add_run_arguments(p, split=None)
     p.add_argument("--image", required=True, help="a photo, or a folder of photos")
     p.add_argument("--bbox", action="append", type=parse_bbox, metavar="X,Y,W,H",

@@ -24,11 +24,20 @@ META = "meta.json"
 PROGRESS = "progress.json"
 
 
+def row_shape(key: str, size: int, n_joints: int = N_JOINTS) -> tuple:
+    """The shape of one row of array `key` in data of `size`-pixel crops."""
+    return {"images": (size, size, 3), "keypoints": (n_joints, 3), "image_id": (),
+            "ann_id": ()}[key]
+
+
+DTYPES = {"images": np.uint8, "keypoints": np.float32, "image_id": np.int64,
+          "ann_id": np.int64}
+
+
 def empty_arrays(size: int, n_joints: int = N_JOINTS) -> dict:
     """The arrays of a split with no crops (a test draw can take every train crop)."""
-    return {"images": np.zeros((0, size, size, 3), np.uint8),
-            "keypoints": np.zeros((0, n_joints, 3), np.float32),
-            "image_id": np.zeros((0,), np.int64), "ann_id": np.zeros((0,), np.int64)}
+    return {key: np.zeros((0,) + row_shape(key, size, n_joints), DTYPES[key])
+            for key in ARRAYS}
 
 
 def shard_name(index: int) -> str:

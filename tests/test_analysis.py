@@ -2,6 +2,10 @@
 
 import html.parser
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -13,6 +17,8 @@ from analysis import pca as pca_lib
 from shg_jax.latents import extract
 from shg_jax import data
 from shg_jax.runs import open_run
+
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +62,47 @@ def test_extraction_equals_the_models_bottleneck_and_is_deterministic(run, tmp_p
     other = extract(run["steps"], run["state"], run["split"], 1, tmp_path / "a",
                     checkpoint=ck)
     assert other.meta["layer"] == "1" and not np.array_equal(other.latents, a.latents)
+
+
+#: Latent extraction of a run's val split (batches of 8) SIGKILLed after its second batch.
+KILLED_IN_EXTRACTION = textwrap.dedent("""
+    import os, signal, sys
+    from shg_jax import data, latents
+    from shg_jax.runs import open_run
+
+    workdir, out, step = sys.argv[1:]
+    config, steps, state, _ = open_run(workdir, "latest")
+    update = latents.Progress.update
+
+    def die_after_two(self, *args, **kwargs):
+        update(self, *args, **kwargs)
+        if self.done == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    latents.Progress.update = die_after_two
+    latents.extract(steps, state, data.Split(config.data_dir, "val"), 3, out,
+                    checkpoint={"workdir": "w", "step": int(step)}, batch_size=8)
+""")
+
+
+def test_sigkill_during_latent_extraction_then_rerun_gives_identical_latents(run, tmp_path):
+    ck = {"workdir": "w", "step": run["record"]["global_step"]}
+    out = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLED_IN_EXTRACTION, str(run["workdir"]),
+                           str(out), str(ck["step"])], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    left = list((out / "latents").iterdir())
+    assert [p.name[:len(".val-layer3.tmp-")] for p in left] == [".val-layer3.tmp-"]
+    assert not (out / "latents" / "val-layer3").exists()      # nothing complete-looking
+    again = extract(run["steps"], run["state"], run["split"], 3, out, checkpoint=ck,
+                    batch_size=8)
+    clean = extract(run["steps"], run["state"], run["split"], 3, tmp_path / "clean",
+                    checkpoint=ck, batch_size=8)
+    for key in ("latents", "image_id", "ann_id", "index", "keypoints", "n_labelled"):
+        np.testing.assert_array_equal(getattr(again, key), getattr(clean, key), err_msg=key)
+    assert again.meta == clean.meta
+    assert [p.name for p in (out / "latents").iterdir()] == ["val-layer3"]  # leftover gone
 
 
 def test_pca_component_counts_on_known_variances():

@@ -2,7 +2,6 @@
 latest few, the best validation PCK and the lowest validation loss."""
 
 import errno
-import filecmp
 
 import jax.numpy as jnp
 import ml_collections

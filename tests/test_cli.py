@@ -3,6 +3,11 @@ spelling, with the older ones as aliases) and turns every library error into one
 exit status 2 (shg_jax.cli)."""
 
 import argparse
+import ast
+import importlib
+import shlex
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -10,6 +15,8 @@ from PIL import Image
 from analysis import compare, latent, skips
 from shg_jax import cli, evaluate, predict
 from shg_jax.errors import UserError
+
+from helpers import REPO
 
 
 def commands(tmp_path, workdir_flag: str):
@@ -60,3 +67,55 @@ def test_guard_turns_user_errors_into_status_2_and_lets_bugs_through(capsys):
 
     with pytest.raises(KeyError):
         bug([])
+
+
+ARGPARSE_COMMANDS = ["shg_jax.evaluate", "shg_jax.predict", "analysis.latent", "analysis.skips",
+                     "analysis.compare", "data_prep.coco", "data_prep.synthetic",
+                     "data_prep.preview", "benchmarks.analysis", "benchmarks.data"]
+
+
+@pytest.mark.parametrize("module", ARGPARSE_COMMANDS)
+def test_help_lists_every_flag_with_its_default_and_an_example_that_parses(module, capsys,
+                                                                           monkeypatch):
+    shown = []
+    print_help = argparse.ArgumentParser.print_help
+    monkeypatch.setattr(argparse.ArgumentParser, "print_help",
+                        lambda self, file=None: (shown.append(self), print_help(self, file)))
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())          # unwrapped
+    parser, = shown
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, (module, action.option_strings)
+            if action.default not in (None, False) and not action.required:
+                default = action.default
+                assert f"(default: {default})" in text, (module, action.option_strings)
+    example = text.split("example: ")[1]
+    words = shlex.split(example)
+    assert words[:3] == ["python", "-m", module]
+    parser.parse_args(words[3:])                      # the example is a valid command line
+
+
+@pytest.mark.parametrize("script, module", [
+    ("main.py", None), (None, "shg_jax.convert"), (None, "shg_jax.models"),
+    (None, "benchmarks.train_step")])
+def test_absl_commands_show_defaults_and_an_example(script, module):
+    """absl prints the main module's docstring and every flag with its default; the
+    docstring must hold a concrete example of that command."""
+    if script:
+        out = subprocess.run([sys.executable, script, "--help"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "(default: 'false')" in out.stdout and "--allow_config_change" in out.stdout
+        doc = out.stdout
+        command = f"python {script} "
+    else:
+        path = REPO / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = path.with_suffix("") / "__main__.py"
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        command = f"python -m {module} "
+    example = doc.split("Example")[1].split(":\n", 1)[1]
+    assert example.lstrip().startswith(command) and "[" not in example.split("\n\n")[0]

@@ -43,6 +43,37 @@ def test_missing_and_unfinished_data_name_the_command(tmp_path):
         data.Split(tmp_path, "train")
 
 
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def scramble_header(path):
+    raw = bytearray(path.read_bytes())
+    raw[:16] = b"not an npy file!"
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage, file", [
+    (truncate, "images.npy"), (scramble_header, "keypoints.npy"),
+    (pathlib.Path.unlink, "ann_id.npy"),
+    (lambda p: np.save(p, np.arange(3)), "image_id.npy"),          # 3 rows, meta says 5
+])
+def test_a_damaged_shard_names_the_file_and_the_command_that_remakes_it(prepared, damage,
+                                                                          file):
+    fileio.write_json(prepared / shards.META, {"image_size": 8, "mean_rgb": [0.5, 0.4, 0.3],
+                                               "source": "/coco", "crop_mode": "square",
+                                               "seed": 4})
+    path = prepared / "train" / "00001" / file
+    damage(path)
+    with pytest.raises(data.DataError) as e:
+        data.Split(prepared, "train")
+    message = str(e.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert message.endswith(f"python -m data_prep.coco --coco-root /coco --out {prepared} "
+                            f"--crop-mode square --size 8 --seed 4 --overwrite")
+    data.Split(prepared, "val")                          # the other split still opens
+
+
 def test_gather_across_shards_in_any_order(prepared):
     split = data.Split(prepared, "train")
     assert len(split) == 23

@@ -1,5 +1,6 @@
 """data_prep.coco on synthetic data and on the real COCO slice; data_prep.synthetic/preview."""
 
+import errno
 import filecmp
 import json
 import pathlib
@@ -234,6 +235,46 @@ def test_missing_inputs_exit_2_and_write_nothing(synth, tmp_path, capsys):
     assert run_prep(broken, tmp_path / "out2") == 2
     assert "train2017" in capsys.readouterr().err
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"images": [], "annotations": [', "Expecting value"),             # cut short
+    ('{"images": [{"id": 1}], "annotations": [{"id": 5}], "categories": []}', "'image_id'"),
+])
+def test_a_malformed_annotation_file_exits_2_in_one_line_and_writes_nothing(
+        synth, tmp_path, capsys, text, why):
+    broken = tmp_path / "broken"
+    shutil.copytree(synth, broken)
+    ann = broken / "annotations" / "person_keypoints_train2017.json"
+    ann.write_text(text)
+    assert run_prep(broken, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(ann) in err and why in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_during_a_shard_write_keeps_the_complete_shards_and_resumes(
+        synth, prepared, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "full"
+    save, calls = np.save, []
+
+    def save_until_the_disk_fills(path, array, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 6:                  # inside the second shard (4 arrays per shard)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(path, array, *args, **kwargs)
+
+    monkeypatch.setattr(prep.np, "save", save_until_the_disk_fills)
+    assert run_prep(synth, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]     # after the progress bar
+    assert err == (f"error: cannot write {out / 'val' / '00001'}: No space left on device; "
+                   f"free disk space (or fix the permissions) and rerun the same command: "
+                   f"it goes on from its last complete output")
+    assert sorted(p.name for p in (out / "val").iterdir()) == ["00000"]   # no partial shard
+    assert not (out / shards.META).exists()
+    monkeypatch.undo()
+    assert run_prep(synth, out) == 0
+    assert_same_tree(prepared, out)
 
 
 def test_bad_images_are_skipped_and_odd_modes_converted(synth, prepared, tmp_path):

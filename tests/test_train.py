@@ -155,24 +155,39 @@ def test_evaluate_errors_name_what_is_missing(tmp_path, capsys):
     assert "no checkpoints" in capsys.readouterr().err
 
 
-def test_sigkill_at_the_end_of_epoch_1_then_rerun_equals_uninterrupted(tiny_data, reference,
-                                                                         tmp_path):
+#: main.py with its second checkpoint save (epoch 2's) SIGKILLed while Orbax writes it.
+KILLED_IN_SAVE = textwrap.dedent("""
+    import os, runpy, signal, sys
+    from shg_jax import checkpoint
+
+    original, saves = checkpoint.Checkpoints.save, []
+
+    def save(self, *args, **kwargs):
+        original(self, *args, **kwargs)       # returns while the async write goes on
+        saves.append(1)
+        if len(saves) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.Checkpoints.save = save
+    sys.argv[0] = "main.py"
+    runpy.run_path("main.py", run_name="__main__")
+""")
+
+
+def test_sigkill_during_a_checkpoint_save_then_rerun_equals_uninterrupted(tiny_data,
+                                                                          reference,
+                                                                          tmp_path):
     workdir = tmp_path / "killed"
-    proc = subprocess.Popen(main_cmd(tiny_data, workdir), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_epoch_1_then(proc, workdir, lambda p: p.send_signal(signal.SIGKILL))
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    # Killed before epoch 2 ended: during or after epoch 1's latest save.
-    killed_at = latest_epochs(workdir)
-    assert killed_at in ([], [1])
+    cmd = [sys.executable, "-c", KILLED_IN_SAVE] + main_cmd(tiny_data, workdir)[2:]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    # Killed inside epoch 2's save: its temporary folder is there, epoch 1's is committed.
+    assert latest_epochs(workdir) == [1]
+    assert [p.name for p in (workdir / "checkpoints").glob("*tmp*")], "not killed in a save"
     out = run_main(tiny_data, workdir)
     assert out.returncode == 0, out.stderr
-    # From epoch 1's checkpoint, or from the start when the kill came before it; either way
-    # the same run, best checkpoints included.
-    assert ("resuming" in out.stdout) == (killed_at == [1])
+    assert "resuming" in out.stdout and "at epoch 2" in out.stdout
+    assert not list((workdir / "checkpoints").glob("*tmp*"))
     assert_same_run(workdir, reference)
 
 

@@ -1,6 +1,9 @@
 """Model summary: parameters per module, total, and XLA's FLOP count of the forward pass.
 
     python -m shg_jax.models --config=configs/baseline.py [--config.model.n_stacks=2]
+
+Example:
+    python -m shg_jax.models --config=configs/baseline.py --config.model.n_stacks=2
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
+from shg_jax import cli
 from shg_jax.models import build_model
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `model` section.",
@@ -75,4 +79,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)
