@@ -10,7 +10,6 @@ line per step with seconds and the peak resident memory so far.
 
 from __future__ import annotations
 
-from shg_jax import cli
 import resource
 import tempfile
 import time
@@ -19,6 +18,7 @@ import numpy as np
 
 from analysis import cluster
 from analysis import pca as pca_lib
+from shg_jax import cli
 
 
 def peak_gb() -> float:

@@ -12,11 +12,9 @@ import pathlib
 import tempfile
 import time
 
-
 from data_prep import coco as prep
 from data_prep import synthetic
-from shg_jax import cli
-from shg_jax import data
+from shg_jax import cli, data
 
 
 def time_prepare(root: pathlib.Path, out: pathlib.Path, workers: int, limit: int | None

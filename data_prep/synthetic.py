@@ -30,8 +30,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from shg_jax import cli
-from shg_jax import fileio
+from shg_jax import cli, fileio
 from shg_jax.progress import Progress
 from shg_jax.skeleton import JOINT_NAMES, SKELETON
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import math
 import pathlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from shg_jax import placement
 from shg_jax.errors import UserError
 
 KINDS = ("latest", "best", "best_loss")
@@ -122,6 +125,16 @@ def _rank(metrics, name: str, mode: str) -> tuple:
     return (value if mode == "max" else -value, -metrics.get("step", 0))
 
 
+def array_digests(state) -> dict[str, str]:
+    """{array path: SHA-256 of its bytes} of a state: saved with every checkpoint and checked
+    on restore, because Orbax stores arrays without checksums, so a flipped byte in an
+    uncompressed chunk would otherwise restore silently as different weights."""
+    host = placement.to_host(state)              # every process holds the replicated state
+    return {jax.tree_util.keystr(path): hashlib.sha256(
+                np.ascontiguousarray(leaf).tobytes()).hexdigest()
+            for path, leaf in jax.tree_util.tree_flatten_with_path(host)[0]}
+
+
 class Checkpoints:
     """The checkpoints of one run. `best` names the BEST entries this run ranks (training:
     both; autoencoder pretraining: best_loss only)."""
@@ -165,7 +178,9 @@ class Checkpoints:
         try:
             self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                meta=ocp.args.JsonSave(record.to_dict())), metrics=metrics)
+                meta=ocp.args.JsonSave(dict(record.to_dict(),
+                                            array_digests=array_digests(state)))),
+                metrics=metrics)
         except (OSError, ValueError) as e:    # Orbax wraps a failed write in ValueError
             raise self._write_error(step, e) from e
 
@@ -184,6 +199,10 @@ class Checkpoints:
 
     def record(self, step: int) -> dict:
         """The record of a checkpoint, every field present (RunRecord.to_dict)."""
+        return RunRecord.from_dict(self._meta(step), self.root / str(step)).to_dict()
+
+    def _meta(self, step: int) -> dict:
+        """The checkpoint's JSON as saved: the record, and the state's array digests."""
         try:
             meta = self.manager.restore(
                 step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
@@ -191,7 +210,7 @@ class Checkpoints:
             raise self._damaged(step, e) from e
         if not isinstance(meta, dict):
             raise self._damaged(step, ValueError("its meta record is not a JSON object"))
-        return RunRecord.from_dict(meta, self.root / str(step)).to_dict()
+        return meta
 
     def _damaged(self, step: int, error: BaseException) -> DamagedCheckpoint:
         return DamagedCheckpoint(f"checkpoint {self.root / str(step)} cannot be read: "
@@ -232,7 +251,8 @@ class Checkpoints:
     def restore(self, step: int, target_state) -> tuple:
         """-> (state laid out like `target_state`, its record). Raises DamagedCheckpoint
         when the files cannot be read, CheckpointError when they hold another model."""
-        record = self.record(step)
+        meta = self._meta(step)
+        record = RunRecord.from_dict(meta, self.root / str(step)).to_dict()
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(
@@ -243,6 +263,14 @@ class Checkpoints:
                 raise CheckpointError(f"{self.root / str(step)} holds another model than "
                                       f"this config's ({mismatch})") from e
             raise self._damaged(step, e) from e
+        saved = meta.get("array_digests")             # None: saved before digests existed
+        if saved is not None:
+            restored = array_digests(out.state)
+            changed = [name for name, digest in restored.items() if saved.get(name) != digest]
+            if changed or set(saved) != set(restored):
+                raise self._damaged(step, ValueError(
+                    f"array {(changed or sorted(set(saved) ^ set(restored)))[0]} is not the "
+                    f"one saved (its SHA-256 differs: the files changed on disk)"))
         return out.state, record
 
     def _shape_mismatch(self, step: int, abstract) -> str | None:

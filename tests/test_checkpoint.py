@@ -2,6 +2,7 @@
 latest few, the best validation PCK and the lowest validation loss."""
 
 import errno
+import re
 
 import jax.numpy as jnp
 import ml_collections
@@ -150,9 +151,30 @@ def test_a_damaged_checkpoint_is_named_with_the_array_that_cannot_be_read(tmp_pa
         ckpts.restore(20, {"w": jnp.zeros(4096)})
     message = str(e.value)
     assert e.value.step == 20 and "\n" not in message and len(message) < 600
-    assert str(tmp_path / "run" / "checkpoints" / "20") in message and '"w' in message
+    assert str(tmp_path / "run" / "checkpoints" / "20") in message
+    assert re.search(r"""["']w""", message)                 # the array is named
     state, record = ckpts.restore(10, {"w": jnp.zeros(4096)})     # the one before: intact
     assert float(state["w"][0]) == 1.0 and record["epoch"] == 1
+
+
+def test_a_byte_changed_on_disk_that_orbax_restores_silently_is_caught(tmp_path):
+    """Orbax stores arrays without checksums: random integers are stored uncompressed, so a
+    flipped byte restores as another value unless the saved SHA-256 digests are checked."""
+    ckpts = Checkpoints(tmp_path / "run", keep=3)
+    w = np.random.default_rng(1).integers(0, 2**31, 4096, dtype=np.int32)
+    ckpts.save({"w": jnp.asarray(w)}, RunRecord(config={}, epoch=1, global_step=10),
+               metrics={"val_pck": 0.1, "val_loss": 1.0})
+    ckpts.wait()
+    ckpts.close()
+    stored = [p for p in (tmp_path / "run" / "checkpoints" / "10").rglob("*") if p.is_file()
+              and w.tobytes()[1000:1100] in p.read_bytes()]
+    assert len(stored) == 1                        # the array's bytes, verbatim
+    raw = bytearray(stored[0].read_bytes())
+    raw[raw.find(w.tobytes()[1000:1100])] ^= 0xFF
+    stored[0].write_bytes(bytes(raw))
+    with pytest.raises(DamagedCheckpoint, match=r"array \['w'\] is not the one saved"):
+        Checkpoints(tmp_path / "run", read_only=True).restore(10, {"w": jnp.zeros(4096,
+                                                                                 jnp.int32)})
 
 
 def test_resume_skips_a_damaged_latest_moves_it_aside_and_writes_that_step_again(

@@ -28,7 +28,8 @@ WORKER = textwrap.dedent("""
     from shg_jax import placement, train
     assert len(jax.devices()) == 2
     config = tiny_train_config(data_dir, **{"config.num_epochs": 1, "config.batch_size": 4,
-                                            "config.eval_batch_size": 4})
+                                            "config.eval_batch_size": 4,
+                                            "config.model.depth": 1})
     out = train.train_and_evaluate(config, workdir)
     params = [np.asarray(p) for p in jax.tree.leaves(placement.to_host(out["state"].params))]
     np.savez(f"{workdir}/params-{max(pid, 0)}.npz", *params)

@@ -56,7 +56,7 @@ GRADS = """
     from shg_jax.models import build_model, model_config
     assert jax.default_backend() == "cpu"
     cfg = model_config(); cfg.input_size = 64; cfg.features = 16; cfg.mid_features = 8
-    cfg.stem_features = 16; cfg.depth = 2
+    cfg.stem_features = 16; cfg.depth = 1     # one level: the cheapest compile
     model = build_model(cfg, seed=0); model.train()
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
@@ -97,7 +97,7 @@ def bf16_steps(tiny_data):
     from helpers import tiny_train_config
     from shg_jax.steps import Steps
 
-    config = tiny_train_config(tiny_data, **{"config.batch_size": 4})
+    config = tiny_train_config(tiny_data, **{"config.batch_size": 4, "config.model.depth": 1})
     config.model.dtype = "bfloat16"
     return Steps(config, (0.4, 0.4, 0.4))
 

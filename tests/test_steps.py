@@ -1,0 +1,131 @@
+"""The compiled steps (shg_jax.steps): data parallelism over 2 devices, the input's mean
+RGB in training and evaluation, and learning itself."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from shg_jax import data, pck, placement
+from shg_jax.steps import Steps
+
+from helpers import REPO, tiny_train_config
+
+
+TWO_DEVICES = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from jax.sharding import Mesh
+    sys.path.insert(0, "tests")
+    from helpers import tiny_train_config
+    from shg_jax import placement
+    from shg_jax.steps import Steps
+
+    assert len(jax.devices()) == 2
+    rng = np.random.default_rng(0)
+    batch = dict(images=rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8),
+                 keypoints=np.concatenate([rng.uniform(0, 64, (8, 17, 2)),
+                                           rng.integers(0, 3, (8, 17, 1))], -1
+                                          ).astype(np.float32),
+                 valid=np.ones(8, bool))
+    out = {}
+    for optimizer in ("sgd",):
+        config = tiny_train_config("unused", **{"config.optimizer": optimizer,
+                                               "config.learning_rate": 0.1,
+                                               "config.model.dtype": "float64",
+                                               "config.model.depth": 1})
+        for n in (1, 2):
+            steps = Steps(config, [0.4, 0.4, 0.4], mesh=Mesh(np.array(jax.devices()[:n]),
+                                                             ("data",)))
+            init = [np.asarray(x).tolist() for x in jax.tree.leaves(steps.init_state().params)]
+            state, loss = steps.train_step(steps.init_state(), placement.shard_batch(batch,
+                                                                               steps.mesh))
+            out[f"{optimizer}-{n}"] = dict(
+                loss=float(loss), init=init,
+                params=[np.asarray(x).tolist() for x in jax.tree.leaves(state.params)],
+                stats=[np.asarray(x).tolist() for x in jax.tree.leaves(state.batch_stats)])
+    json.dump(out, sys.stdout)
+""")
+
+
+def test_one_step_on_two_devices_equals_one_device():
+    # Computed in float64 (parameters stay float32) so that summation order, which differs
+    # between 1 and 2 devices, cannot hide a real difference behind float32 noise. SGD moves
+    # each parameter by lr x its gradient, so equal parameters mean equal all-reduced
+    # gradients (the optimizer itself runs replicated, the same on any device count).
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
+    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    one, two = out["sgd-1"], out["sgd-2"]
+    assert two["loss"] == pytest.approx(one["loss"], abs=1e-6)
+    # BatchNorm statistics are over the global batch of 8, not per-device halves.
+    for a, b in zip(one["stats"], two["stats"]):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
+    # The float64 gradients agree to ~1e-12, so the float32 parameters agree to their last
+    # bit or two; the update itself must be large.
+    for a, b in zip(one["params"], two["params"]):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
+    moved = max(np.abs(np.subtract(a, i)).max() for a, i in zip(one["params"], one["init"]))
+    assert moved > 1e-3
+
+
+def test_training_steps_learn_the_keypoints(tiny_data):
+    """PCK must rise: 300 steps on a fixed batch of 8 synthetic crops take the prediction
+    from chance to a quarter of the joints on the exact heatmap pixel (at 16x16 heatmaps the
+    PCK radius, 0.8 px, admits nothing else) and the loss down by more than half."""
+    config = tiny_train_config(tiny_data, **{"config.heatmap.style": "newell"})
+    split = data.Split(tiny_data, "train")
+    steps = Steps(config, split.mean_rgb)
+    host = split.gather(np.arange(8))
+    host["valid"] = np.ones(8, bool)
+    batch = placement.shard_batch(host, steps.mesh)
+    state = steps.init_state()
+
+    def val_pck(state):
+        return pck.summarize(jax.device_get(steps.eval_step(state, batch)))["all/pck"]
+
+    before = val_pck(state)
+    losses = []
+    for _ in range(300):
+        state, loss = steps.train_step(state, batch)
+        losses.append(loss)
+    after = val_pck(state)
+    losses = np.asarray(jax.device_get(losses))
+    assert np.isfinite(losses).all() and losses[-10:].mean() < 0.5 * losses[:10].mean()
+    assert before < 0.1 and after > 0.25, (before, after)
+
+
+def test_training_mean_rgb_is_subtracted_from_the_model_input():
+    """The model sees uint8 / 255 minus the training mean RGB, in the train step and in
+    evaluation: with mean (10, 20, 30) / 255, images A give what A - (10, 20, 30) gives with
+    a zero mean (up to float rounding), and clearly not what A itself gives."""
+    config = tiny_train_config("unused", **{"config.batch_size": 2, "config.model.depth": 1})
+    shift = np.array([10, 20, 30], np.uint8)
+    with_mean = Steps(config, shift / 255.0)
+    no_mean = Steps(config, (0.0, 0.0, 0.0))
+    rng = np.random.default_rng(0)
+    a = rng.integers(30, 256, (2, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(np.asarray(with_mean.inputs(a)), a / 255.0 - shift / 255.0,
+                               atol=1e-6)
+
+    def run(steps, images):
+        batch = placement.shard_batch({"images": images, "keypoints": np.tile(
+            np.array([[20.0, 30.0, 2.0]], np.float32), (2, 17, 1)),
+            "valid": np.ones(2, bool)}, steps.mesh)
+        heatmaps = np.asarray(steps.infer(steps.init_state(), batch["images"]))
+        _, loss = steps.train_step(steps.init_state(), batch)
+        return heatmaps, float(loss)
+
+    (h, loss), (h_ref, loss_ref), (h_raw, loss_raw) = (
+        run(with_mean, a), run(no_mean, a - shift), run(no_mean, a))
+    np.testing.assert_allclose(h, h_ref, atol=1e-5)
+    assert loss == pytest.approx(loss_ref, rel=1e-5)
+    assert np.abs(h - h_raw).max() > 1e-3 and loss != pytest.approx(loss_raw, rel=1e-5)
