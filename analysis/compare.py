@@ -19,9 +19,9 @@ import sys
 
 import numpy as np
 
-from analysis import cluster, figures
+from analysis import figures
 from analysis import pca as pca_lib
-from analysis.common import add_kmeans_arguments
+from analysis.common import add_kmeans_arguments, kmeans_sweep
 from shg_jax.latents import extract
 from analysis.report import Report
 from shg_jax import cli, data
@@ -133,9 +133,8 @@ def main(argv=None) -> int:
             continue
         x = np.asarray(latents.latents)
         report.section(f"K-Means on the autoencoder code: {label}")
-        sweep = cluster.sweep(x, args.ks, n_init=args.n_init, max_iter=args.max_iter,
-                              seed=args.seed, silhouette_sample=args.silhouette_sample)
         slug = f"code{list(pcas).index(label)}"
+        sweep = kmeans_sweep(x, args, report.dir / "kmeans" / slug)
         report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
                                                sweep.silhouette_sample, len(x)),
                       f"{slug}-silhouette.png", "silhouette score per K (Fig. 26)")

@@ -27,7 +27,7 @@ from PIL import Image
 from analysis import cluster, figures
 from analysis import pca as pca_lib
 from analysis.common import (add_kmeans_arguments, add_run_arguments, gt_overlays,
-                             open_run_split)
+                             kmeans_sweep, open_run_split)
 from shg_jax.latents import Latents, extract
 from analysis.report import Report
 from shg_jax import cli
@@ -141,8 +141,7 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                       f"{slug}-{name}.png", what)
         report.json(walks, f"{slug}-{name}.json", "the samples of the walks")
     # K-Means and silhouette
-    sweep = cluster.sweep(x, args.ks, n_init=args.n_init, max_iter=args.max_iter,
-                          seed=args.seed, silhouette_sample=args.silhouette_sample)
+    sweep = kmeans_sweep(x, args, report.dir / "kmeans" / slug)
     report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
                                            sweep.silhouette_sample, len(rows)),
                   f"{slug}-silhouette.png", "silhouette score per K (Fig. 17)")

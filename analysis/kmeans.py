@@ -1,0 +1,127 @@
+"""K-Means in JAX, jitted, on the accelerator when there is one: what the thesis' study runs
+with scikit-learn, at full COCO scale (124,040 x 4,096 latents).
+
+The algorithm is scikit-learn's `KMeans(init="k-means++", algorithm="lloyd")`:
+- data centred first (float32 distances lose less), as scikit-learn does;
+- k-means++ seeding, greedy: the first centre a uniform draw, each next one the best (lowest
+  potential) of 2 + floor(ln k) candidates drawn proportionally to the squared distance to
+  the nearest centre so far;
+- Lloyd iterations until the labels stop changing ("strict convergence") or the squared
+  centre shift summed over the centres is <= tol x mean per-feature variance (tol 1e-4),
+  at most `max_iter` (thesis: 1,000); then the labels of the final centres;
+- empty clusters take the points farthest from their centres;
+- `n_init` restarts, the lowest inertia kept.
+The random draws are JAX's (seeded from `seed`), not NumPy's: the centres are not scikit-
+learn's bit for bit; the quality is (tests/test_kmeans.py, benchmarks/README.md).
+
+Memory: the rows are copied to the device once (float32, N x D), and every step is a few
+(N, K) or (K, D) arrays beside them; no N x N matrix exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TOL = 1e-4                   # scikit-learn's default relative tolerance
+
+
+@dataclasses.dataclass
+class KMeansResult:
+    centroids: np.ndarray    # (K, D) in the data's frame
+    labels: np.ndarray       # (N,) int32
+    inertia: float           # sum of squared distances to the assigned centroid
+    n_iter: int              # Lloyd iterations of the kept restart
+
+
+def _sq_distances(x, x_sq, centers):
+    """(N, D), (N,), (K, D) -> (N, K) squared Euclidean distances (clipped at 0)."""
+    d = x_sq[:, None] - 2.0 * x @ centers.T + jnp.sum(centers * centers, axis=1)[None, :]
+    return jnp.maximum(d, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "n_trials"))
+def kmeans_plusplus(x, x_sq, key, k: int, n_trials: int):
+    """Greedy k-means++ seeding (scikit-learn's `_kmeans_plusplus`) -> (k, D) centres."""
+    n = x.shape[0]
+    key, sub = jax.random.split(key)
+    first = jax.random.randint(sub, (), 0, n)
+    centers = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
+    closest = _sq_distances(x, x_sq, x[first][None])[:, 0]           # (N,)
+
+    def add_centre(c, carry):
+        centers, closest, key = carry
+        key, sub = jax.random.split(key)
+        draws = jax.random.uniform(sub, (n_trials,), x.dtype) * jnp.sum(closest)
+        candidates = jnp.clip(jnp.searchsorted(jnp.cumsum(closest), draws), 0, n - 1)
+        trial = jnp.minimum(closest[None, :], _sq_distances(x, x_sq, x[candidates]).T)
+        best = jnp.argmin(jnp.sum(trial, axis=1))
+        return centers.at[c].set(x[candidates[best]]), trial[best], key
+
+    centers, _, _ = jax.lax.fori_loop(1, k, add_centre, (centers, closest, key))
+    return centers
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter",))
+def lloyd(x, x_sq, centers, tol, max_iter: int):
+    """Lloyd iterations from `centers` -> (centres, labels, inertia, iterations)."""
+    k = centers.shape[0]
+
+    def assign(centers):
+        d = _sq_distances(x, x_sq, centers)
+        return jnp.argmin(d, axis=1).astype(jnp.int32), jnp.min(d, axis=1)
+
+    def new_centers(labels, dist, centers):
+        onehot = jax.nn.one_hot(labels, k, dtype=x.dtype)               # (N, K)
+        counts = jnp.sum(onehot, axis=0)
+        means = (onehot.T @ x) / jnp.maximum(counts, 1.0)[:, None]
+        # Empty clusters take the points farthest from their centres, in order.
+        empty = counts == 0
+        far = jax.lax.top_k(dist, k)[1]
+        rank = jnp.clip(jnp.cumsum(empty) - 1, 0, k - 1)
+        return jnp.where(empty[:, None], x[far[rank]], means)
+
+    def cond(carry):
+        i, _, _, done = carry
+        return (i < max_iter) & ~done
+
+    def step(carry):
+        i, centers, labels_old, _ = carry
+        labels, dist = assign(centers)
+        moved = new_centers(labels, dist, centers)
+        shift = jnp.sum((moved - centers) ** 2)
+        done = jnp.all(labels == labels_old) | (shift <= tol)
+        return i + 1, moved, labels, done
+
+    start = (0, centers, jnp.full(x.shape[0], -1, jnp.int32), jnp.asarray(False))
+    n_iter, centers, _, _ = jax.lax.while_loop(cond, step, start)
+    labels, dist = assign(centers)            # the labels of the final centres
+    return centers, labels, jnp.sum(dist), n_iter
+
+
+def fit(x, k: int, *, n_init: int = 10, max_iter: int = 1000, tol: float = TOL,
+        seed: int = 0, on_restart=None) -> KMeansResult:
+    """The best of `n_init` k-means++ / Lloyd runs on x (N, D) (a memmap is read once).
+    `on_restart(i, inertia)` is called after each restart (progress)."""
+    x = jnp.asarray(np.asarray(x, np.float32))
+    mean = jnp.mean(x, axis=0)
+    x = x - mean
+    x_sq = jnp.sum(x * x, axis=1)
+    tol_abs = jnp.mean(jnp.var(x, axis=0)) * tol
+    n_trials = 2 + int(math.log(k))
+    best = None
+    for i, key in enumerate(jax.random.split(jax.random.key(seed), n_init)):
+        centers = kmeans_plusplus(x, x_sq, key, k, n_trials)
+        centers, labels, inertia, n_iter = lloyd(x, x_sq, centers, tol_abs, max_iter)
+        inertia = float(inertia)
+        if best is None or inertia < best[2]:
+            best = (centers, labels, inertia, int(n_iter))
+        if on_restart:
+            on_restart(i, inertia)
+    centers, labels, inertia, n_iter = best
+    return KMeansResult(np.asarray(centers + mean), np.asarray(labels), inertia, n_iter)
