@@ -83,11 +83,9 @@ def kmeans_fit(x: np.ndarray, k: int, *, impl: str, n_init: int, max_iter: int, 
         km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed).fit(x)
         return kmeans.KMeansResult(km.cluster_centers_, km.labels_, float(km.inertia_),
                                    int(km.n_iter_))
-    on_restart = (lambda i, inertia: progress.update(0, k=k, restart=f"{i + 1}/{n_init}",
-                                                       inertia=f"{inertia:.4g}")
-                  ) if progress else None
-    return kmeans.fit(x, k, n_init=n_init, max_iter=max_iter, seed=seed,
-                      on_restart=on_restart)
+    if progress:
+        progress.update(0, k=k, restarts=n_init)
+    return kmeans.fit(x, k, n_init=n_init, max_iter=max_iter, seed=seed)
 
 
 def sweep(x: np.ndarray, ks=range(2, 11), *, n_init: int = 10, max_iter: int = 1000,

@@ -10,7 +10,7 @@ The algorithm is scikit-learn's `KMeans(init="k-means++", algorithm="lloyd")`:
   centre shift summed over the centres is <= tol x mean per-feature variance (tol 1e-4),
   at most `max_iter` (thesis: 1,000); then the labels of the final centres;
 - empty clusters take the points farthest from their centres;
-- `n_init` restarts, the lowest inertia kept.
+- `n_init` restarts, the lowest inertia kept; they run together, vmapped.
 The random draws are JAX's (seeded from `seed`), not NumPy's: the centres are not scikit-
 learn's bit for bit; the quality is (tests/test_kmeans.py, benchmarks/README.md).
 
@@ -104,24 +104,30 @@ def lloyd(x, x_sq, centers, tol, max_iter: int):
     return centers, labels, jnp.sum(dist), n_iter
 
 
+@functools.partial(jax.jit, static_argnames=("k", "n_trials", "max_iter"))
+def _restarts(x, x_sq, keys, tol, k: int, n_trials: int, max_iter: int):
+    """Every restart at once (vmapped over `keys`): each Lloyd iteration then reads the rows
+    once for all restarts in larger products, which a CPU or GPU runs more efficiently than
+    one small product per restart (10,000 x 4,096, K = 2..10: 267 s instead of 309 s on a
+    2-core CPU); the loop runs until the slowest restart stops, the others standing still."""
+    def restart(key):
+        return lloyd(x, x_sq, kmeans_plusplus(x, x_sq, key, k, n_trials), tol, max_iter)
+
+    return jax.vmap(restart)(keys)
+
+
 def fit(x, k: int, *, n_init: int = 10, max_iter: int = 1000, tol: float = TOL,
-        seed: int = 0, on_restart=None) -> KMeansResult:
-    """The best of `n_init` k-means++ / Lloyd runs on x (N, D) (a memmap is read once).
-    `on_restart(i, inertia)` is called after each restart (progress)."""
+        seed: int = 0) -> KMeansResult:
+    """The best of `n_init` k-means++ / Lloyd runs on x (N, D) (a memmap is read once), the
+    restarts run together."""
     x = jnp.asarray(np.asarray(x, np.float32))
     mean = jnp.mean(x, axis=0)
     x = x - mean
     x_sq = jnp.sum(x * x, axis=1)
     tol_abs = jnp.mean(jnp.var(x, axis=0)) * tol
-    n_trials = 2 + int(math.log(k))
-    best = None
-    for i, key in enumerate(jax.random.split(jax.random.key(seed), n_init)):
-        centers = kmeans_plusplus(x, x_sq, key, k, n_trials)
-        centers, labels, inertia, n_iter = lloyd(x, x_sq, centers, tol_abs, max_iter)
-        inertia = float(inertia)
-        if best is None or inertia < best[2]:
-            best = (centers, labels, inertia, int(n_iter))
-        if on_restart:
-            on_restart(i, inertia)
-    centers, labels, inertia, n_iter = best
-    return KMeansResult(np.asarray(centers + mean), np.asarray(labels), inertia, n_iter)
+    keys = jax.random.split(jax.random.key(seed), n_init)
+    centers, labels, inertia, n_iter = _restarts(x, x_sq, keys, tol_abs, k,
+                                                 2 + int(math.log(k)), max_iter)
+    best = int(jnp.argmin(inertia))
+    return KMeansResult(np.asarray(centers[best] + mean), np.asarray(labels[best]),
+                        float(inertia[best]), int(n_iter[best]))
