@@ -76,9 +76,10 @@ def default_silhouette_sample() -> int:
     return 0 if jax.default_backend() != "cpu" else 10000
 
 
-def kmeans_fit(x: np.ndarray, k: int, *, impl: str, n_init: int, max_iter: int, seed: int,
+def kmeans_fit(x, k: int, *, impl: str, n_init: int, max_iter: int, seed: int,
                progress: Progress | None = None) -> kmeans.KMeansResult:
-    """One K: ours (analysis.kmeans, JAX) or scikit-learn's, the best of `n_init` runs."""
+    """One K: ours (analysis.kmeans, JAX; x may be kmeans.Rows) or scikit-learn's (x an
+    array), the best of `n_init` runs."""
     if impl == "sklearn":
         km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed).fit(x)
         return kmeans.KMeansResult(km.cluster_centers_, km.labels_, float(km.inertia_),
@@ -112,15 +113,19 @@ def sweep(x: np.ndarray, ks=range(2, 11), *, n_init: int = 10, max_iter: int = 1
                                         .tobytes()).hexdigest())
     out = KSweep([], [], [], {}, {}, len(sample), 0)
     ks = list(ks)
+    data, x_sample = None, None              # made at the first K to compute, then shared
     with Progress(len(ks), f"k-means ({impl})", unit="K") as progress:
         for k in ks:
             done = _load_k(resume_dir, k, settings)
             if done is None:
-                fit = kmeans_fit(x, k, impl=impl, n_init=n_init, max_iter=max_iter,
+                if data is None:
+                    data = kmeans.prepare(x) if impl == "jax" else x
+                    x_sample = np.asarray(x[sample])
+                fit = kmeans_fit(data, k, impl=impl, n_init=n_init, max_iter=max_iter,
                                  seed=seed, progress=progress)
                 labels = fit.labels[sample]
                 # The silhouette needs two clusters present in the sample.
-                score = (silhouette_score(x[sample], labels) if len(np.unique(labels)) > 1
+                score = (silhouette_score(x_sample, labels) if len(np.unique(labels)) > 1
                          else float("nan"))
                 done = dict(labels=np.asarray(fit.labels, np.int32),
                             centroids=np.asarray(fit.centroids, np.float32),

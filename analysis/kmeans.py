@@ -116,18 +116,32 @@ def _restarts(x, x_sq, keys, tol, k: int, n_trials: int, max_iter: int):
     return jax.vmap(restart)(keys)
 
 
-def fit(x, k: int, *, n_init: int = 10, max_iter: int = 1000, tol: float = TOL,
-        seed: int = 0) -> KMeansResult:
-    """The best of `n_init` k-means++ / Lloyd runs on x (N, D) (a memmap is read once), the
-    restarts run together."""
+@dataclasses.dataclass
+class Rows:
+    """The rows on the device, centred, with what every K of a sweep needs of them: made
+    once per sweep (`prepare`), so a 2 GB latent matrix is copied to the device once."""
+    x: jax.Array             # (N, D) centred float32
+    x_sq: jax.Array          # (N,) squared norms
+    mean: jax.Array          # (D,) the mean taken off
+    tol: jax.Array           # the absolute tolerance: tol x mean per-feature variance
+
+
+def prepare(x, tol: float = TOL) -> Rows:
+    """x (N, D), a memmap included (read once) -> Rows."""
     x = jnp.asarray(np.asarray(x, np.float32))
     mean = jnp.mean(x, axis=0)
     x = x - mean
-    x_sq = jnp.sum(x * x, axis=1)
-    tol_abs = jnp.mean(jnp.var(x, axis=0)) * tol
+    return Rows(x, jnp.sum(x * x, axis=1), mean, jnp.mean(jnp.var(x, axis=0)) * tol)
+
+
+def fit(x, k: int, *, n_init: int = 10, max_iter: int = 1000, seed: int = 0
+        ) -> KMeansResult:
+    """The best of `n_init` k-means++ / Lloyd runs (run together) on x (N, D) or on Rows
+    prepared for several K."""
+    rows = x if isinstance(x, Rows) else prepare(x)
     keys = jax.random.split(jax.random.key(seed), n_init)
-    centers, labels, inertia, n_iter = _restarts(x, x_sq, keys, tol_abs, k,
+    centers, labels, inertia, n_iter = _restarts(rows.x, rows.x_sq, keys, rows.tol, k,
                                                  2 + int(math.log(k)), max_iter)
     best = int(jnp.argmin(inertia))
-    return KMeansResult(np.asarray(centers[best] + mean), np.asarray(labels[best]),
+    return KMeansResult(np.asarray(centers[best] + rows.mean), np.asarray(labels[best]),
                         float(inertia[best]), int(n_iter[best]))
