@@ -152,6 +152,7 @@ class Checkpoints:
                 f"open it with that version (git checkout a8269df) or retrain into a new "
                 f"--workdir")
         self.best = best
+        self.saving = None                    # the step of the last save started
         name, mode = BEST[best[0]]
         policies = [ocp.checkpoint_managers.LatestN(keep)] + [
             ocp.checkpoint_managers.BestN(
@@ -174,6 +175,7 @@ class Checkpoints:
         step = int(record.global_step)
         if step in self.manager.all_steps():
             return
+        self.saving = step
         metrics = {} if metrics is None else dict(metrics, step=step)
         try:
             self.manager.save(step, args=ocp.args.Composite(
@@ -309,7 +311,7 @@ class Checkpoints:
         try:
             self.manager.wait_until_finished()
         except (OSError, ValueError) as e:
-            raise self._write_error(self.latest_step(), e) from e
+            raise self._write_error(self.saving, e) from e
 
     def close(self) -> None:
         self.manager.close()

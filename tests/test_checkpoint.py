@@ -250,3 +250,24 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_earlier_checkpoints
     state, record = ckpts.restore(10, {"w": jnp.zeros(3)})
     assert record["epoch"] == 1 and float(state["w"][0]) == 1.0
     ckpts.close()
+
+
+def test_a_write_failing_in_the_background_names_the_step_being_written(tmp_path,
+                                                                         monkeypatch):
+    """Orbax writes asynchronously: a full disk may surface only when the run waits for the
+    save; the error names that save's step, not the latest committed one."""
+    ckpts = Checkpoints(tmp_path / "run", keep=3)
+    save_epoch(ckpts, 1, 0.1, 2.0)
+    ckpts.wait()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpts.manager, "save", lambda *args, **kwargs: None)
+    monkeypatch.setattr(ckpts.manager, "wait_until_finished", full)
+    save_epoch(ckpts, 2, 0.2, 1.0)                       # started; fails in the background
+    with pytest.raises(WriteError, match=r"checkpoints/20 \(.*No space left on device\).*"
+                                         r"steps \[10\]"):
+        ckpts.wait()
+    monkeypatch.undo()
+    ckpts.close()

@@ -38,15 +38,16 @@ def test_best_of_restarts_matches_scikit_learn(k):
 
 
 def test_kmeans_plusplus_seeds_one_centre_in_each_far_group():
-    """Three tight groups 100 apart: greedy k-means++ puts its 3 seeds in 3 groups (a uniform
-    pick would repeat a group 7 times in 9), and every seed is a data row."""
+    """Three tight groups 100 apart: k-means++ puts its 3 seeds in 3 groups, even with one
+    candidate per step (pure D^2 sampling; a uniform pick would repeat a group 7 times in
+    9), and every seed is a data row."""
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.normal(c, 0.1, (50, 4)) for c in (0, 100, 200)]).astype(
         np.float32)
     xj = jnp.asarray(x)
-    for seed in range(5):
+    for seed, trials in [(s, t) for s in range(5) for t in (1, 3)]:
         seeds = np.asarray(kmeans.kmeans_plusplus(xj, jnp.sum(xj * xj, 1),
-                                                  jax.random.key(seed), 3, 3))
+                                                  jax.random.key(seed), 3, trials))
         assert all((np.abs(x - s).sum(1) == 0).any() for s in seeds)      # data rows
         assert sorted(int(round(s[0] / 100)) for s in seeds) == [0, 1, 2]
 
