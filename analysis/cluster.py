@@ -9,7 +9,9 @@ import functools
 import hashlib
 import io
 import json
+import os
 import pathlib
+from concurrent import futures
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +26,11 @@ from shg_jax.progress import Progress
 @functools.partial(jax.jit, static_argnames=("k",))
 def _silhouette_chunk(rows, x, sq, labels, row_labels, counts, k):
     """Silhouette values of `rows` (C, D) against all points x (N, D)."""
-    d2 = jnp.sum(rows * rows, axis=1)[:, None] + sq[None, :] - 2.0 * rows @ x.T
+    d2 = (jnp.sum(rows * rows, axis=1)[:, None] + sq[None, :]
+          - 2.0 * jnp.dot(rows, x.T, precision=kmeans.HIGHEST))
     dist = jnp.sqrt(jnp.maximum(d2, 0.0))                             # (C, N)
-    sums = dist @ jax.nn.one_hot(labels, k, dtype=dist.dtype)         # (C, K)
+    sums = jnp.dot(dist, jax.nn.one_hot(labels, k, dtype=dist.dtype),
+                   precision=kmeans.HIGHEST)                          # (C, K)
     own = jax.nn.one_hot(row_labels, k, dtype=bool)
     own_count = counts[row_labels]
     a = jnp.sum(jnp.where(own, sums, 0.0), axis=1) / jnp.maximum(own_count - 1, 1)
@@ -36,12 +40,16 @@ def _silhouette_chunk(rows, x, sq, labels, row_labels, counts, k):
     return jnp.where(own_count > 1, s, 0.0)        # singletons score 0, as scikit-learn
 
 
-def silhouette_score(x: np.ndarray, labels: np.ndarray, *, chunk: int = 512) -> float:
-    """Mean silhouette (Euclidean), exact, O(N^2 D) time and O(chunk * N) memory."""
+def silhouette_score(x: np.ndarray, labels: np.ndarray, *, chunk: int = 512,
+                     clusters: int | None = None) -> float:
+    """Mean silhouette (Euclidean), exact, O(N^2 D) time and O(chunk * N) memory.
+
+    `clusters` (>= the largest label + 1): the cluster count the program is compiled for,
+    so that a sweep over K compiles it once (empty clusters count for nothing)."""
     x = np.asarray(x, np.float32)
     x = jnp.asarray(x - x.mean(axis=0))            # centring improves float32 distances
     labels = jnp.asarray(labels, jnp.int32)
-    k = int(labels.max()) + 1
+    k = max(int(labels.max()) + 1, clusters or 0)
     counts = jnp.bincount(labels, length=k).astype(jnp.float32)
     sq = jnp.sum(x * x, axis=1)
     total = 0.0
@@ -77,16 +85,16 @@ def default_silhouette_sample() -> int:
 
 
 def kmeans_fit(x, k: int, *, impl: str, n_init: int, max_iter: int, seed: int,
-               progress: Progress | None = None) -> kmeans.KMeansResult:
-    """One K: ours (analysis.kmeans, JAX; x may be kmeans.Rows) or scikit-learn's (x an
-    array), the best of `n_init` runs."""
+               progress: Progress | None = None, compiled=None) -> kmeans.KMeansResult:
+    """One K: ours (analysis.kmeans, JAX; x may be kmeans.Rows, `compiled` its program
+    for this K made ahead) or scikit-learn's (x an array), the best of `n_init` runs."""
     if impl == "sklearn":
         km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed).fit(x)
         return kmeans.KMeansResult(km.cluster_centers_, km.labels_, float(km.inertia_),
                                    int(km.n_iter_))
     if progress:
         progress.update(0, k=k, restarts=n_init)
-    return kmeans.fit(x, k, n_init=n_init, max_iter=max_iter, seed=seed)
+    return kmeans.fit(x, k, n_init=n_init, max_iter=max_iter, seed=seed, compiled=compiled)
 
 
 def sweep(x: np.ndarray, ks=range(2, 11), *, n_init: int = 10, max_iter: int = 1000,
@@ -113,20 +121,28 @@ def sweep(x: np.ndarray, ks=range(2, 11), *, n_init: int = 10, max_iter: int = 1
                                         .tobytes()).hexdigest())
     out = KSweep([], [], [], {}, {}, len(sample), 0)
     ks = list(ks)
-    data, x_sample = None, None              # made at the first K to compute, then shared
-    with Progress(len(ks), f"k-means ({impl})", unit="K") as progress:
+    finished = {k: _load_k(resume_dir, k, settings) for k in ks}
+    pending = [k for k in ks if finished[k] is None]
+    with Progress(len(ks), f"k-means ({impl})", unit="K") as progress, \
+            futures.ThreadPoolExecutor(max(1, min(len(pending), os.cpu_count() or 1))) as pool:
+        if pending:
+            data = kmeans.prepare(x) if impl == "jax" else x
+            x_sample = np.asarray(x[sample])
+        # Every K's program compiled ahead, while the first K runs (on a GPU compiling is
+        # most of a K's time).
+        programs = ({k: pool.submit(kmeans.compile_restarts, data, k, n_init=n_init,
+                                    max_iter=max_iter) for k in pending}
+                    if impl == "jax" else {})
         for k in ks:
-            done = _load_k(resume_dir, k, settings)
+            done = finished[k]
             if done is None:
-                if data is None:
-                    data = kmeans.prepare(x) if impl == "jax" else x
-                    x_sample = np.asarray(x[sample])
                 fit = kmeans_fit(data, k, impl=impl, n_init=n_init, max_iter=max_iter,
-                                 seed=seed, progress=progress)
+                                 seed=seed, progress=progress,
+                                 compiled=programs[k].result() if programs else None)
                 labels = fit.labels[sample]
                 # The silhouette needs two clusters present in the sample.
-                score = (silhouette_score(x_sample, labels) if len(np.unique(labels)) > 1
-                         else float("nan"))
+                score = (silhouette_score(x_sample, labels, clusters=max(ks))
+                         if len(np.unique(labels)) > 1 else float("nan"))
                 done = dict(labels=np.asarray(fit.labels, np.int32),
                             centroids=np.asarray(fit.centroids, np.float32),
                             inertia=fit.inertia, silhouette=score)

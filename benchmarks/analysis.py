@@ -21,6 +21,7 @@ import resource
 import tempfile
 import time
 
+import jax
 import numpy as np
 
 from analysis import cluster
@@ -32,6 +33,12 @@ IMPL_NAMES = {"ours": "jax", "sklearn": "sklearn"}
 
 def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def device_peak() -> str:
+    """The accelerator allocator's peak, as a field of the sweep line ('' on a CPU)."""
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    return f" device_peak_gb={stats['peak_bytes_in_use'] / 1e9:.2f}" if stats else ""
 
 
 def latent_like(path: str, rows: int, dims: int, seed: int = 0) -> np.ndarray:
@@ -52,13 +59,14 @@ def latent_like(path: str, rows: int, dims: int, seed: int = 0) -> np.ndarray:
 
 def _sweep(path: str, ks: list, impl: str, n_init: int, max_iter: int,
            silhouette_sample: int, results) -> None:
-    """One sweep in this (child) process; puts (seconds, inertia sum, peak GB) on results."""
+    """One sweep in this (child) process; puts (seconds, inertia sum, peak RSS GB, device
+    peak field, best K, per-K (K, inertia, silhouette)) on results."""
     x = np.load(path, mmap_mode="r")
     start = time.perf_counter()
     sweep = cluster.sweep(x, ks, n_init=n_init, max_iter=max_iter, impl=IMPL_NAMES[impl],
                           silhouette_sample=silhouette_sample)
     results.put((time.perf_counter() - start, float(sum(sweep.inertias)), peak_gb(),
-                 sweep.best_k))
+                 device_peak(), sweep.best_k, list(zip(sweep.ks, sweep.inertias, sweep.silhouettes))))
 
 
 def main(argv=None) -> None:
@@ -96,11 +104,14 @@ def main(argv=None) -> None:
                     f"{tmp}/latents.npy", list(range(lo, hi + 1)), impl, args.n_init,
                     args.max_iter, args.silhouette_sample, results))
                 child.start()
-                seconds, inertia, peak, best_k = results.get()
+                seconds, inertia, peak, device, best_k, per_k = results.get()
                 child.join()
+                for k, k_inertia, silhouette in per_k:
+                    print(f"  {impl} K={k}: inertia {k_inertia:.6g}, silhouette "
+                          f"{silhouette:.4f}", flush=True)
                 print(f"kmeans sweep rows={rows} dims={args.dims} ks={lo}-{hi} impl={impl} "
                       f"seconds={seconds:.1f} best_inertia={inertia:.6g} "
-                      f"peak_rss_gb={peak:.2f} best_k={best_k}", flush=True)
+                      f"peak_rss_gb={peak:.2f} best_k={best_k}{device}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 #   OUT=DIR bash benchmarks/gpu_check.sh smoke [GROUP ...]    # the same steps, tiny, on a CPU
 #
 # GROUPs (default: all, in this order): bench - the train-step benchmark of the thesis model,
-# float32 and bfloat16, batch 16 and 256; demo - configs/demo.py, all of it, then evaluate
+# float32 and bfloat16, batch 16 and 256; study - benchmarks.analysis (PCA and our K-Means
+# sweep K = 2..10 with the exact silhouette) at 124,000 and 10,000 x 4,096; demo - configs/demo.py, all of it, then evaluate
 # with the flip test and COCO AP; baseline - configs/baseline.py for 4 epochs on synthetic
 # data (thesis crops, 256x256), then evaluate; analysis - analysis.skips and analysis.latent
 # on that run; autoencoder - the autoencoder's two stages on that run and analysis.compare.
@@ -24,7 +25,7 @@ set -u
 OUT=${OUT:?set OUT to the output folder}
 SMOKE=
 [ "${1:-}" = smoke ] && { SMOKE=smoke; shift; }
-GROUPS_WANTED=${*:-bench demo baseline analysis autoencoder}
+GROUPS_WANTED=${*:-bench study demo baseline analysis autoencoder}
 want() { [[ " $GROUPS_WANTED " == *" $1 "* ]]; }
 W=${GPU_CHECK_WORK:-/tmp/gpu_check}
 DEADLINE=${GPU_CHECK_DEADLINE:-570}      # seconds: a step starts only if its limit ends before
@@ -73,11 +74,12 @@ if [ "$SMOKE" = smoke ]; then
   AE=(--config.model.input_size=64 --config.model.features=16 --config.model.mid_features=8
       --config.model.stem_features=16 --config.model.depth=2 --config.model.ae_code_size=8
       '--config.model.ae_channels=(16, 8, 8)')
-  PRE_EPOCHS=2 AE_EPOCHS=1 KS=2-3
+  PRE_EPOCHS=2 AE_EPOCHS=1 KS=2-3 STUDY=(--dims 64 --ks 2-3) STUDY_ROWS=(3000 600)
 else
   BENCH=(--config=configs/baseline.py --steps 10) F32=16,256 BF16=16,256
   DEMO=() SYN=(--train 2000 --val 200 --size 320) PREP=(--size 256 --test-size 200)
   BASE=(--config.num_epochs=4) AE=() PRE_EPOCHS=10 AE_EPOCHS=2 KS=2-10
+  STUDY=(--dims 4096 --ks 2-10) STUDY_ROWS=(124000 10000)
 fi
 
 # The data, on the CPUs, while the benchmark holds the GPU.
@@ -97,6 +99,14 @@ want baseline || want analysis || want autoencoder && { ( JAX_PLATFORMS=cpu $PY 
 if want bench; then
   step bench_f32 150 $PY -m benchmarks.train_step --dtype float32 --batch $F32 "${BENCH[@]}"
   step bench_bf16 150 $PY -m benchmarks.train_step --dtype bfloat16 --batch $BF16 "${BENCH[@]}"
+fi
+
+if want study; then
+  for rows in "${STUDY_ROWS[@]}"; do
+    limit=$([ "$rows" -gt 50000 ] && echo 300 || echo 120)
+    in_time "study_$rows" "$limit" && step "study_$rows" "$limit" $PY -m benchmarks.analysis --rows "$rows" \
+        --impl ours --silhouette-sample 0 "${STUDY[@]}"
+  done
 fi
 
 if want demo; then

@@ -1,6 +1,8 @@
 """analysis.kmeans (K-Means in JAX) against scikit-learn, its seeding and stopping rules, and
 the resumable sweep of analysis.cluster."""
 
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,3 +106,26 @@ def test_sweep_with_scikit_learn_and_silhouette_sample_rules():
                                                    else 0)
     with pytest.raises(ValueError, match="impl must be one of"):
         cluster.sweep(x, [2], impl="torch")
+
+
+def test_a_sweep_compiles_the_silhouette_once_and_each_k_ahead(monkeypatch):
+    """On a GPU compiling is most of a K's time: the silhouette program is compiled for the
+    sweep's largest K once (padding with empty clusters changes nothing), and each K's
+    restarts program is compiled once, in the sweep's thread pool, and handed to its fit."""
+    x, _ = blobs(seed=5, sizes=(40, 30, 20))
+    labels = kmeans.fit(x, 3, n_init=2).labels
+    exact = cluster.silhouette_score(x, labels)
+    assert cluster.silhouette_score(x, labels, clusters=7) == pytest.approx(exact, abs=1e-6)
+
+    compiled, fitted = [], []
+    compile_restarts, fit = kmeans.compile_restarts, cluster.kmeans_fit
+    monkeypatch.setattr(kmeans, "compile_restarts", lambda rows, k, **kw: compiled.append(
+        (k, threading.current_thread() is threading.main_thread()))
+        or compile_restarts(rows, k, **kw))
+    monkeypatch.setattr(cluster, "kmeans_fit", lambda x, k, **kw: fitted.append(
+        (k, kw["compiled"] is not None)) or fit(x, k, **kw))
+    before = cluster._silhouette_chunk._cache_size()
+    cluster.sweep(x, [2, 3, 4], n_init=2, silhouette_sample=0)
+    assert cluster._silhouette_chunk._cache_size() == before + 1
+    assert sorted(compiled) == [(2, False), (3, False), (4, False)]
+    assert fitted == [(2, True), (3, True), (4, True)]
