@@ -10,6 +10,7 @@ from `python -m data_prep.coco --coco-root COCO_DIR --out data/coco`.
 import ml_collections
 from ml_collections import config_dict
 
+from shg_jax.augment import augment_config
 from shg_jax.models import model_config
 
 
@@ -28,6 +29,11 @@ def get_config() -> ml_collections.ConfigDict:
         style="thesis",                      # impulse blurred by a normalised Gaussian
         sigma_visible=0.5, sigma_occluded=1.0,
         sigma_newell=1.0))                   # used by style="newell"
+
+    # On-device augmentation in the train step (an extension; the thesis had none): random
+    # rotation +-rotation degrees, scale in [scale_min, scale_max], horizontal flip with
+    # probability `flip` (left/right joints swapped), fill "zero" or "edge" (shg_jax.augment).
+    config.augment = augment_config(enabled=False)
 
     # Heatmap decoding for evaluation and prediction. Thesis: plain argmax, no flip test.
     # flip: average with the prediction on the mirrored crop (left/right joints swapped);

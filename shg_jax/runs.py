@@ -39,13 +39,19 @@ class TrainingError(UserError):
     """Training cannot go on (non-finite loss, config mismatch); the message says why."""
 
 
+#: Sections added after runs were made, with the test that a new value does what those
+#: runs did without it (so they resume under today's configs).
+LATER_SECTIONS = {"augment": lambda new: isinstance(new, dict) and not new.get("enabled")}
+
+
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted names of the fields whose values differ (missing fields included)."""
     diffs = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         name = prefix + key
-        if name in RESUMABLE_FIELDS:
+        if name in RESUMABLE_FIELDS or (a is None and name in LATER_SECTIONS
+                                        and LATER_SECTIONS[name](b)):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += config_differences(a, b, name + ".")

@@ -4,7 +4,9 @@
 functions of pytrees: the model's structure (an NNX graphdef, one in training mode and one in
 evaluation mode) is closed over, its parameters and BatchNorm statistics travel in `state`.
 Both render the heatmap targets on device from the batch's keypoints and turn the uint8
-images into float inputs (scaled to [0, 1], minus the training set's mean RGB) on device.
+images into float inputs (scaled to [0, 1], minus the training set's mean RGB) on device;
+with config.augment the train step first rotates, scales and flips crops and keypoints
+(shg_jax.augment).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from shg_jax import placement
+from shg_jax import augment, placement
 from shg_jax.heatmap import flip_shift, render_heatmaps, unflip_heatmaps
 from shg_jax.models import build_model
 from shg_jax.pck import pck_counts
@@ -86,6 +88,8 @@ class Steps:
         shift = decode.get("flip_shift")
         self.flip_shift = (flip_shift(stride, label_offset_x) if shift is None
                            else float(shift))
+        aug = config.get("augment")
+        self.augment = aug if aug is not None and aug.enabled else None
         hm = config.heatmap
         self.heatmap_kwargs = dict(
             input_size=config.model.input_size,
@@ -112,14 +116,20 @@ class Steps:
         return jax.device_put(state, placement.replicated(self.mesh), may_alias=False)
 
     def inputs(self, images: jax.Array) -> jax.Array:
-        """uint8 (B, S, S, 3) -> float32 in [0, 1] minus the training mean RGB (thesis)."""
+        """uint8 (B, S, S, 3) (or float32 0..255: augmented crops) -> float32 in [0, 1] minus
+        the training mean RGB (thesis)."""
         return images.astype(jnp.float32) / 255.0 - self.mean_rgb
 
     def targets(self, keypoints: jax.Array) -> jax.Array:
         return render_heatmaps(keypoints, **self.heatmap_kwargs)
 
     def _train_step(self, state: TrainState, batch: dict):
-        images, targets = self.inputs(batch["images"]), self.targets(batch["keypoints"])
+        images, keypoints = batch["images"], batch["keypoints"]
+        if self.augment is not None:          # config.augment: drawn from (seed, step)
+            images, keypoints = augment.augment_batch(
+                images, keypoints, augment.step_key(self.config.seed, state.step),
+                self.augment)
+        images, targets = self.inputs(images), self.targets(keypoints)
 
         def loss_fn(params, batch_stats):
             model = nnx.merge(self.graphdef_train, params, batch_stats, copy=True)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from shg_jax.augment import FILLS
 from shg_jax.crop import CROP_MODES
 from shg_jax.errors import UserError
 from shg_jax.heatmap import HEATMAP_STYLES
@@ -60,6 +61,10 @@ def between(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
                                                          f"{low:g} and {high:g}"
 
 
+def between_inclusive(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and low <= v <= high), f"a number from {low:g} to {high:g}"
+
+
 def one_of(choices) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v in choices), "one of " + ", ".join(repr(c) for c in choices)
 
@@ -100,6 +105,12 @@ RULES = {
     "heatmap.sigma_visible": positive(),
     "heatmap.sigma_occluded": positive(),
     "heatmap.sigma_newell": positive(),
+    "augment.enabled": boolean(),
+    "augment.rotation": between_inclusive(0, 180),
+    "augment.scale_min": positive(),
+    "augment.scale_max": positive(),
+    "augment.flip": between_inclusive(0, 1),
+    "augment.fill": one_of(FILLS),
     "decode.flip": boolean(),
     "decode.subpixel": boolean(),
     "model.n_stacks": int_at_least(1),
@@ -159,6 +170,9 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
         value = _get(config, field)
         if value is not _ABSENT and not test(value):
             _fail(field, value, allowed)
+    lo, hi = _get(config, "augment.scale_min"), _get(config, "augment.scale_max")
+    if _ABSENT not in (lo, hi) and lo > hi:
+        _fail("augment.scale_max", hi, f">= augment.scale_min ({lo!r})")
     flip_shift = _get(config, "decode.flip_shift")
     if flip_shift not in (None, _ABSENT) and not _is_number(flip_shift):
         _fail("decode.flip_shift", flip_shift, "None (derived) or a finite number of cells")

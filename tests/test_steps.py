@@ -129,3 +129,34 @@ def test_training_mean_rgb_is_subtracted_from_the_model_input():
     np.testing.assert_allclose(h, h_ref, atol=1e-5)
     assert loss == pytest.approx(loss_ref, rel=1e-5)
     assert np.abs(h - h_raw).max() > 1e-3 and loss != pytest.approx(loss_raw, rel=1e-5)
+
+
+def test_the_augmented_step_trains_on_the_batch_augmented_from_seed_and_step():
+    """With config.augment on, step k of the train step equals the plain step on the batch
+    that augment.augment_batch makes with the key of (config.seed, k): crops and keypoints
+    transformed before the targets are rendered; another step draws another batch."""
+    import jax.numpy as jnp
+    from shg_jax import augment
+
+    plain = tiny_train_config("unused", **{"config.model.depth": 1})
+    aug = tiny_train_config("unused", **{"config.model.depth": 1})
+    aug.augment.enabled = True
+    rng = np.random.default_rng(0)
+    batch = dict(images=rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+                 keypoints=np.concatenate([rng.uniform(8, 56, (4, 17, 2)),
+                                           np.full((4, 17, 1), 2.0)], -1).astype(np.float32),
+                 valid=np.ones(4, bool))
+    plain_steps, aug_steps = Steps(plain, [0.4, 0.4, 0.4]), Steps(aug, [0.4, 0.4, 0.4])
+
+    def loss(steps, batch, step):
+        state = steps.init_state()._replace(step=jnp.int32(step))
+        return float(steps.train_step(state, placement.shard_batch(batch, steps.mesh))[1])
+
+    images, keypoints = augment.augment_batch(batch["images"], batch["keypoints"],
+                                              augment.step_key(aug.seed, jnp.int32(3)),
+                                              aug.augment)
+    expected = loss(plain_steps, dict(batch, images=np.asarray(images),
+                                      keypoints=np.asarray(keypoints)), 3)
+    assert loss(aug_steps, batch, 3) == pytest.approx(expected, rel=1e-5)
+    assert loss(aug_steps, batch, 3) != pytest.approx(loss(plain_steps, batch, 3), rel=1e-3)
+    assert loss(aug_steps, batch, 4) != pytest.approx(expected, rel=1e-3)

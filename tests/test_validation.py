@@ -8,6 +8,7 @@ import ml_collections
 import pytest
 
 from configs import autoencoder, baseline, demo
+from shg_jax import runs
 from shg_jax.validation import ConfigError, validate
 
 from helpers import REPO
@@ -53,6 +54,14 @@ def test_the_shipped_configs_are_valid(base):
     ({"decode__flip": "yes"}, "config.decode.flip='yes': must be True or False"),
     ({"decode__flip_shift": float("inf")}, "config.decode.flip_shift=inf: must be None"),
     ({"keep_checkpoints": 0}, "config.keep_checkpoints=0: must be a whole number >= 1"),
+    ({"augment__enabled": 1}, "config.augment.enabled=1: must be True or False"),
+    ({"augment__rotation": 200.0}, "config.augment.rotation=200.0: must be a number from 0 "
+                                   "to 180"),
+    ({"augment__flip": 1.5}, "config.augment.flip=1.5: must be a number from 0 to 1"),
+    ({"augment__scale_min": 0.0}, "config.augment.scale_min=0.0: must be a finite number > 0"),
+    ({"augment__scale_min": 1.5}, "config.augment.scale_max=1.25: must be >= "
+                                  "augment.scale_min (1.5)"),
+    ({"augment__fill": "wrap"}, "config.augment.fill='wrap': must be one of 'zero', 'edge'"),
 ])
 def test_each_bad_value_names_field_value_and_what_is_allowed(fields, message):
     with pytest.raises(ConfigError) as e:
@@ -111,3 +120,15 @@ def test_main_exits_2_with_one_line_and_writes_nothing(tmp_path, flag, line):
     assert len(lines) == 1 and lines[0].startswith(line), out.stderr
     assert "Traceback" not in out.stderr
     assert not workdir.exists() and not (tmp_path / "data").exists()
+
+
+def test_runs_made_before_augmentation_existed_resume_under_it_switched_off():
+    """A run's recorded config without the augment section equals today's with augmentation
+    off; switched on, it is a difference (resuming would change the experiment)."""
+    old = runs.config_json(baseline.get_config())
+    del old["augment"]
+    assert runs.config_differences(old, runs.config_json(baseline.get_config())) == []
+    on = baseline.get_config()
+    on.augment.enabled = True
+    assert runs.config_differences(old, runs.config_json(on)) == [
+        f"augment: None in the run, {runs.config_json(on)['augment']!r} now"]
