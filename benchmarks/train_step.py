@@ -1,10 +1,12 @@
 """Throughput of the compiled training and inference steps on this machine.
 
     python -m benchmarks.train_step --config=configs/baseline.py [--batch 16,64,256]
-        [--dtype float32,bfloat16] [--steps 5] [--profile DIR] [--config.field=value ...]
+        [--dtype float32,bfloat16] [--augment off,on] [--steps 5] [--profile DIR]
+        [--config.field=value ...]
 
-For every dtype and batch size (ascending; a dtype stops at the first batch that does not fit
-in device memory, which is how "the largest batch that fits" is found) prints one table row:
+For every dtype, batch size (ascending; a dtype stops at the first batch that does not fit
+in device memory, which is how "the largest batch that fits" is found) and augmentation (`--augment off,on`:
+the train step with config.augment on, beside the plain one) prints one table row:
 compile time, training and inference images/s, FLOPs per image (XLA's cost analysis of the
 lowered train step, i.e. forward + backward + optimizer as XLA counts them, the same on every
 backend), the achieved GFLOP/s, XLA's planned memory of the train step (arguments + outputs + temporaries) and the
@@ -40,6 +42,8 @@ flags.DEFINE_list("batch", ["16"], "Global batch sizes, ascending.")
 flags.DEFINE_integer("steps", 5, "Timed steps (after one warm-up step).")
 flags.DEFINE_list("dtype", ["float32"], "Compute dtypes, float32 and/or bfloat16 (params f32).")
 flags.DEFINE_string("profile", None, "Write a jax.profiler trace of two train steps here.")
+flags.DEFINE_list("augment", ["off"], "config.augment off and/or on: 'off,on' times the "
+                  "augmented train step beside the plain one.")
 
 DTYPES = ("float32", "bfloat16")
 OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory")
@@ -79,10 +83,12 @@ def planned_memory(compiled) -> float:
     return total / 2**30
 
 
-def measure(config, dtype: str, batch_size: int, profile: str | None) -> str:
-    """One table row for the thesis-style train/inference steps at this dtype and batch."""
+def measure(config, dtype: str, batch_size: int, augment: str, profile: str | None) -> str:
+    """One table row for the thesis-style train/inference steps at this dtype, batch and
+    augmentation."""
     config.batch_size = batch_size
     config.model.dtype = dtype
+    config.augment.enabled = augment == "on"
     steps = Steps(config, THESIS_MEAN_RGB)
     state = steps.init_state()
     host = random_batch(batch_size, config.model.input_size)
@@ -111,7 +117,7 @@ def measure(config, dtype: str, batch_size: int, profile: str | None) -> str:
     train_s = timed(train_once, FLAGS.steps)
     jax.block_until_ready(predict(state, batch))
     infer_s = timed(lambda: jax.block_until_ready(predict(state, batch)), FLAGS.steps)
-    return (f"| {dtype} | {batch_size} | {compile_s:.1f} s | {batch_size / train_s:.1f} "
+    return (f"| {dtype} | {batch_size} | {augment} | {compile_s:.1f} s | {batch_size / train_s:.1f} "
             f"({train_s * 1e3:.0f} ms/step) | {batch_size / infer_s:.1f} | "
             f"{flops / batch_size / 1e9:.1f} | {flops / train_s / 1e9:.0f} | "
             f"{planned_memory(train):.1f} GiB | {peak_memory()} |")
@@ -122,6 +128,8 @@ def main(argv) -> None:
     dtypes = FLAGS.dtype
     if any(d not in DTYPES for d in dtypes):
         raise app.UsageError(f"--dtype takes {', '.join(DTYPES)}; got {','.join(dtypes)}")
+    if any(a not in ("off", "on") for a in FLAGS.augment):
+        raise app.UsageError(f"--augment takes off, on; got {','.join(FLAGS.augment)}")
     try:
         batches = sorted(int(b) for b in FLAGS.batch)
     except ValueError:
@@ -132,22 +140,27 @@ def main(argv) -> None:
     print(f"XLA_FLAGS       {os.environ.get('XLA_FLAGS', '')}")
     print(f"config          {config_flags.get_config_filename(FLAGS['config'])}, "
           f"{FLAGS.steps} timed steps")
-    print("| dtype | batch | compile | train images/s | inference images/s | GFLOP/image "
+    print("| dtype | batch | augment | compile | train images/s | inference images/s | GFLOP/image "
           "(XLA) | GFLOP/s | XLA plan | peak memory |", flush=True)
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     profile = FLAGS.profile
     for dtype in dtypes:
+        fits = True
         for batch_size in batches:
-            try:
-                row = measure(FLAGS.config, dtype, batch_size, profile)
-            except Exception as e:  # noqa: BLE001 - out of memory ends this dtype's sweep
-                if not any(s in str(e) for s in OUT_OF_MEMORY):
-                    raise
-                print(f"| {dtype} | {batch_size} | does not fit: "
-                      f"{str(e).splitlines()[0][:120]} |", flush=True)
+            for augment in FLAGS.augment:
+                try:
+                    row = measure(FLAGS.config, dtype, batch_size, augment, profile)
+                except Exception as e:  # noqa: BLE001 - out of memory ends this dtype's sweep
+                    if not any(s in str(e) for s in OUT_OF_MEMORY):
+                        raise
+                    print(f"| {dtype} | {batch_size} | {augment} | does not fit: "
+                          f"{str(e).splitlines()[0][:120]} |", flush=True)
+                    fits = False
+                    break
+                print(row, flush=True)
+                profile = None
+            if not fits:
                 break
-            print(row, flush=True)
-            profile = None
 
 
 if __name__ == "__main__":

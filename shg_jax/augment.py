@@ -115,3 +115,18 @@ def augment_batch(images: jax.Array, keypoints: jax.Array, key: jax.Array,
     draws = draw(key, images.shape[0], config)
     return (transform_images(images, draws, config.fill),
             transform_keypoints(keypoints, draws, images.shape[1]))
+
+
+#: The seed of the transformed copy of a split that `shg_jax.evaluate --augment-val` scores.
+EVAL_SEED = 2016
+
+
+def augment_samples(images: jax.Array, keypoints: jax.Array, index: jax.Array,
+                    config: ml_collections.ConfigDict, seed: int = EVAL_SEED
+                    ) -> tuple[jax.Array, jax.Array]:
+    """Each sample transformed by draws from (seed, its `index` in the split): one fixed
+    transformed copy of a split, the same for every model and batch size."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(index)
+    draws = Draws(*(x[:, 0] for x in jax.vmap(lambda k: draw(k, 1, config))(keys)))
+    return (transform_images(images, draws, config.fill),
+            transform_keypoints(keypoints, draws, images.shape[1]))

@@ -2,7 +2,7 @@
 
     python -m shg_jax.evaluate --workdir DIR [--checkpoint best|latest|best_loss|EPOCH]
         [--split val|test] [--data-dir DIR] [--out FILE.json] [--flip] [--subpixel]
-        [--coco-ap] [--person-boxes DETECTIONS.json]
+        [--coco-ap] [--person-boxes DETECTIONS.json] [--augment-val]
 
 The same evaluation training runs after every epoch, so on `--split val` it reproduces the
 numbers training logged for that epoch. `--coco-ap` adds COCO keypoint AP/AR on the val
@@ -18,9 +18,10 @@ import pathlib
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 
-from shg_jax import cli, coco_eval, data, fileio, pck, topdown
+from shg_jax import augment, cli, coco_eval, data, fileio, pck, topdown
 from shg_jax import placement
 from shg_jax.heatmap import decode_heatmaps
 from shg_jax.progress import Progress
@@ -30,13 +31,18 @@ from shg_jax.steps import Steps
 
 
 def evaluate_split(steps: Steps, state, split: data.Split, batch_size: int, *,
-                   desc: str | None = None) -> dict:
+                   desc: str | None = None,
+                   augment_val: ml_collections.ConfigDict | None = None) -> dict:
     """Every sample of `split` once -> {"loss", "samples", and pck.summarize's keys}.
 
     Sums stay on device until the end; every process feeds its slice of each global batch,
-    and the sums are global, so the result is the same for any number of processes."""
+    and the sums are global, so the result is the same for any number of processes.
+    `augment_val` (augment.augment_config ranges): score a rotated/scaled/mirrored copy of
+    the split instead, each sample transformed by draws from its index (augment_samples)."""
     batches = data.eval_batches(split, batch_size, process_index=jax.process_index(),
                                 process_count=jax.process_count())
+    if augment_val is not None:
+        batches = _transformed(batches, batch_size, augment_val)
     total = data.steps_per_epoch(len(split), batch_size, train=False)
     sums = None
     with Progress(total, desc or f"eval {split.name}", unit="img",
@@ -52,6 +58,17 @@ def evaluate_split(steps: Steps, state, split: data.Split, batch_size: int, *,
     result["loss"] = float(sums["loss_sum"]) / count if count else float("nan")
     result["count"] = int(count)
     return result
+
+
+def _transformed(batches, batch_size: int, config: ml_collections.ConfigDict):
+    """eval_batches' batches with crops and keypoints transformed (float32 crops)."""
+    transform = jax.jit(lambda images, keypoints, index: augment.augment_samples(
+        images, keypoints, index, config))
+    rows = data.local_rows(batch_size, jax.process_index(), jax.process_count())
+    for step, batch in enumerate(batches):
+        index = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
+        images, keypoints = transform(batch["images"], batch["keypoints"], index)
+        yield dict(batch, images=np.asarray(images), keypoints=np.asarray(keypoints))
 
 
 def _check_coco_split(split: data.Split, flag: str) -> None:
@@ -179,7 +196,14 @@ def main(argv=None) -> int:
                    help="also COCO keypoint AP/AR on the val split from these person "
                         "detections (COCO detection-results format: image_id, bbox, score, "
                         "category_id), OKS-NMS 0.9, as published top-down numbers are")
+    p.add_argument("--augment-val", action="store_true",
+                   help="score PCK on a rotated (+-30 deg), scaled (0.75-1.25) and mirrored "
+                        "(p 0.5) copy of the split, the same copy for every model "
+                        "(shg_jax.augment; what training augmentation buys)")
     args = p.parse_args(argv)
+    if args.augment_val and (args.coco_ap or args.person_boxes):
+        p.error("--augment-val scores PCK on transformed crops; COCO AP needs the photos "
+                "as they are: drop --coco-ap/--person-boxes")
     config, steps, state, record = open_run(args.workdir, args.checkpoint, args.data_dir,
                                             **cli.decode_overrides(args))
     split = data.Split(config.data_dir, args.split)
@@ -187,7 +211,10 @@ def main(argv=None) -> int:
     coco = evaluate_coco_ap(steps, state, split, batch_size) if args.coco_ap else None
     detected = (evaluate_person_boxes(steps, state, split, batch_size, args.person_boxes)
                 if args.person_boxes else None)
-    result = evaluate_split(steps, state, split, batch_size)
+    augment_val = augment.augment_config(enabled=True) if args.augment_val else None
+    result = evaluate_split(steps, state, split, batch_size, augment_val=augment_val)
+    if augment_val is not None:
+        result["augment_val"] = augment_val.to_dict()
     if coco:
         result["coco"] = coco
     if detected:
@@ -196,14 +223,16 @@ def main(argv=None) -> int:
                   global_step=record["global_step"], decode=config.decode.to_dict())
     print(f"{args.workdir}: checkpoint {args.checkpoint} (epoch {record['epoch']}), "
           f"split {args.split}, decoding: flip {steps.flip} (shift {steps.flip_shift:+.3f} "
-          f"cells), subpixel {steps.subpixel}")
+          f"cells), subpixel {steps.subpixel}"
+          + (", on the transformed copy (--augment-val)" if augment_val else ""))
     print(format_table(result))
     for key in ("coco", "coco_person_boxes"):
         if key in result:
             print(f"COCO keypoint AP, top-down with {result[key]['protocol']}")
             print(result[key]["summary"].rstrip())
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval" /
-                       f"{args.split}-{args.checkpoint}.json")
+                       f"{args.split}-{args.checkpoint}{'-augmented' if augment_val else ''}"
+                       ".json")
     if jax.process_index() == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
         fileio.write_json(out, json.loads(json.dumps(result, default=_jsonable)))

@@ -106,3 +106,18 @@ def test_same_seed_and_step_give_the_same_batch():
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], batch(0, 6)[0])
     assert not np.array_equal(first[0], batch(1, 5)[0])
+
+
+def test_augment_samples_draws_from_each_samples_index():
+    """The transformed copy `evaluate --augment-val` scores: sample i is transformed by the
+    draws of key (EVAL_SEED, i), whatever batch it comes in."""
+    images, kps = marked_crops(2)
+    images[1] = np.random.default_rng(1).integers(0, 256, (S, S, 3))
+    config = augment.augment_config(enabled=True)
+    together = augment.augment_samples(images, kps, jnp.asarray([7, 3]), config)
+    alone = augment.augment_samples(images[1:], kps[1:], jnp.asarray([3]), config)
+    np.testing.assert_allclose(np.asarray(together[0][1]), np.asarray(alone[0][0]), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(together[1][1]), np.asarray(alone[1][0]), atol=1e-4)
+    d = augment.draw(jax.random.fold_in(jax.random.key(augment.EVAL_SEED), 7), 1, config)
+    np.testing.assert_allclose(np.asarray(together[1][:1]),
+                               np.asarray(augment.transform_keypoints(kps[:1], d, S)), atol=1e-4)

@@ -543,3 +543,29 @@ def test_a_run_records_its_label_offset_and_derives_the_flip_shift(tiny_run, tin
     assert steps.flip and steps.flip_shift == pytest.approx(flip_shift(4, offset))
     _, steps, _, _ = runs.open_run(tiny_run[0], "best", flip=True, flip_shift=0.5)
     assert steps.flip_shift == 0.5
+
+
+def test_evaluate_augment_val_scores_one_fixed_transformed_copy(tiny_run, tmp_path, capsys):
+    """--augment-val scores the val split transformed sample by sample (draws from each
+    sample's index): the same numbers at any batch size, not the plain split's, in a file of
+    its own; COCO AP cannot be asked for with it."""
+    from shg_jax import evaluate
+
+    workdir = tiny_run[0]
+    assert evaluate.main(["--workdir", str(workdir), "--augment-val", "--batch-size", "8"]) == 0
+    assert "on the transformed copy" in capsys.readouterr().out
+    first = json.loads((workdir / "eval" / "val-best-augmented.json").read_text())
+    assert first["augment_val"]["rotation"] == 30.0
+    out = tmp_path / "again.json"
+    assert evaluate.main(["--workdir", str(workdir), "--augment-val", "--batch-size", "5",
+                          "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["loss"] == pytest.approx(first["loss"], rel=1e-5)
+    assert again["all/pck"] == pytest.approx(first["all/pck"], abs=1e-9)
+    _, steps, state, _ = runs.open_run(workdir, "best")
+    plain = evaluate.evaluate_split(steps, state, data.Split(steps.config.data_dir, "val"), 8)
+    assert first["count"] == plain["count"]
+    assert first["loss"] != pytest.approx(plain["loss"], rel=1e-3)
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--workdir", str(workdir), "--augment-val", "--coco-ap"])
+    assert e.value.code == 2 and "drop --coco-ap" in capsys.readouterr().err

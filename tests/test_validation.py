@@ -7,7 +7,7 @@ import sys
 import ml_collections
 import pytest
 
-from configs import autoencoder, baseline, demo
+from configs import autoencoder, baseline, demo, newell
 from shg_jax import runs
 from shg_jax.validation import ConfigError, validate
 
@@ -27,7 +27,7 @@ def config_with(base=baseline, **fields):
     return config
 
 
-@pytest.mark.parametrize("base", [baseline, demo, autoencoder])
+@pytest.mark.parametrize("base", [baseline, demo, autoencoder, newell])
 def test_the_shipped_configs_are_valid(base):
     config = base.get_config()
     if base is autoencoder:
