@@ -22,8 +22,10 @@ MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 
 
 #: Every run here drops the learning rate after epoch 1 (1e-3 -> 2e-4), so a resume must
-#: restore the schedule and the rate inside the optimizer state, not start from the config's.
-RUN = {"config.plateau.milestones": "(1,)"}
+#: restore the schedule and the rate inside the optimizer state, not start from the config's;
+#: and augments (config.augment), so every resume below also shows that an augmented run,
+#: whose draws come from (seed, step), resumes bit for bit.
+RUN = {"config.plateau.milestones": "(1,)", "config.augment.enabled": "True"}
 
 
 def main_cmd(data_dir, workdir, *extra, **overrides):
@@ -106,7 +108,8 @@ def test_reference_run_writes_checkpoints_config_and_history(reference):
     assert recs[-1]["schedule"]["drops"] == 1 and recs[-1]["schedule"]["epochs"] == 2
     assert recs[-1]["best_pck"] == max(h["val_pck"] for h in history)
     assert recs[-1]["best_loss"] == min(h["val_loss"] for h in history)
-    assert json.loads((reference / "config.json").read_text())["batch_size"] == 2
+    config = json.loads((reference / "config.json").read_text())
+    assert config["batch_size"] == 2 and config["augment"]["enabled"] is True
     # `best` and `best_loss` name the epochs of the best val PCK / lowest val loss (the
     # earlier one at a tie).
     ckpts = Checkpoints(reference, read_only=True)
