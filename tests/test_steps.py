@@ -155,10 +155,10 @@ def test_the_augmented_step_trains_on_the_batch_augmented_from_seed_and_step():
     images, keypoints = augment.augment_batch(batch["images"], batch["keypoints"],
                                               augment.step_key(aug.seed, jnp.int32(3)),
                                               aug.augment)
+    assert not np.array_equal(np.asarray(images), batch["images"])
     expected = loss(plain_steps, dict(batch, images=np.asarray(images),
                                       keypoints=np.asarray(keypoints)), 3)
     assert loss(aug_steps, batch, 3) == pytest.approx(expected, rel=1e-5)
-    assert loss(aug_steps, batch, 3) != pytest.approx(loss(plain_steps, batch, 3), rel=1e-3)
     assert loss(aug_steps, batch, 4) != pytest.approx(expected, rel=1e-3)
 
 
@@ -169,12 +169,12 @@ def test_newell_recipe_trains_and_evaluates_with_2_and_4_stacks(n_stacks):
     from configs import newell
 
     config = newell.get_config()
-    config.model.update(n_stacks=n_stacks, features=16, mid_features=8, stem_features=8,
-                        depth=2, input_size=64)
+    config.model.update(n_stacks=n_stacks, features=8, mid_features=4, stem_features=8,
+                        depth=1, input_size=32)
     config.learning_rate = 1e-3
     rng = np.random.default_rng(0)
-    batch = dict(images=rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8),
-                 keypoints=np.concatenate([rng.uniform(16, 48, (6, 17, 2)),
+    batch = dict(images=rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8),
+                 keypoints=np.concatenate([rng.uniform(8, 24, (6, 17, 2)),
                                            np.full((6, 17, 1), 2.0)], -1).astype(np.float32),
                  valid=np.ones(6, bool))
     steps = Steps(config, [0.4, 0.4, 0.4])
