@@ -65,11 +65,15 @@ def _linear_maps(draws: Draws) -> jax.Array:
     return jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)
 
 
+def _swap() -> tuple:
+    order = list(range(N_JOINTS))
+    for a, b in FLIP_PAIRS:
+        order[a], order[b] = b, a
+    return tuple(order)
+
+
 #: Joint j of a flipped crop is joint SWAP[j] of the original (COCO's left/right pairs).
-_SWAP = list(range(N_JOINTS))
-for _a, _b in FLIP_PAIRS:
-    _SWAP[_a], _SWAP[_b] = _b, _a
-SWAP = tuple(_SWAP)
+SWAP = _swap()
 
 
 def transform_keypoints(keypoints: jax.Array, draws: Draws, size: int) -> jax.Array:
@@ -80,7 +84,7 @@ def transform_keypoints(keypoints: jax.Array, draws: Draws, size: int) -> jax.Ar
     flip = draws.flip[:, None]
     xy = xy.at[..., 0].set(jnp.where(flip, size - 1 - xy[..., 0], xy[..., 0]))
     v = keypoints[..., 2]
-    inside = jnp.all((xy >= 0) & (xy <= size - 1), axis=-1)
+    inside = jnp.all((xy >= 0) & (xy < size), axis=-1)         # heatmap_centres' rule
     out = jnp.concatenate([xy, jnp.where(inside, v, 0)[..., None]], axis=-1)
     return jnp.where(flip[..., None], out[:, jnp.asarray(SWAP)], out)
 
