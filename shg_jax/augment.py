@@ -113,12 +113,17 @@ def transform_images(images: jax.Array, draws: Draws, fill: str = "zero") -> jax
     return jax.vmap(one)(images, inverse, draws.flip)
 
 
+def apply(images: jax.Array, keypoints: jax.Array, draws: Draws, fill: str
+          ) -> tuple[jax.Array, jax.Array]:
+    """Crops (float32 out) and their keypoints, transformed alike by `draws`."""
+    return (transform_images(images, draws, fill),
+            transform_keypoints(keypoints, draws, images.shape[1]))
+
+
 def augment_batch(images: jax.Array, keypoints: jax.Array, key: jax.Array,
                   config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
-    """A batch's crops (float32 out) and keypoints, transformed by draws from `key`."""
-    draws = draw(key, images.shape[0], config)
-    return (transform_images(images, draws, config.fill),
-            transform_keypoints(keypoints, draws, images.shape[1]))
+    """A batch's crops and keypoints, transformed by draws from `key`."""
+    return apply(images, keypoints, draw(key, images.shape[0], config), config.fill)
 
 
 #: The seed of the transformed copy of a split that `shg_jax.evaluate --augment-val` scores.
@@ -132,5 +137,4 @@ def augment_samples(images: jax.Array, keypoints: jax.Array, index: jax.Array,
     transformed copy of a split, the same for every model and batch size."""
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(index)
     draws = Draws(*(x[:, 0] for x in jax.vmap(lambda k: draw(k, 1, config))(keys)))
-    return (transform_images(images, draws, config.fill),
-            transform_keypoints(keypoints, draws, images.shape[1]))
+    return apply(images, keypoints, draws, config.fill)

@@ -42,7 +42,7 @@ def evaluate_split(steps: Steps, state, split: data.Split, batch_size: int, *,
     batches = data.eval_batches(split, batch_size, process_index=jax.process_index(),
                                 process_count=jax.process_count())
     if augment_val is not None:
-        batches = _transformed(batches, batch_size, augment_val)
+        batches = _transformed(batches, augment_val)
     total = data.steps_per_epoch(len(split), batch_size, train=False)
     sums = None
     with Progress(total, desc or f"eval {split.name}", unit="img",
@@ -60,14 +60,13 @@ def evaluate_split(steps: Steps, state, split: data.Split, batch_size: int, *,
     return result
 
 
-def _transformed(batches, batch_size: int, config: ml_collections.ConfigDict):
-    """eval_batches' batches with crops and keypoints transformed (float32 crops)."""
+def _transformed(batches, config: ml_collections.ConfigDict):
+    """eval_batches' batches with crops and keypoints transformed (float32 crops), each by
+    the draws of its split row (the batch's `index`)."""
     transform = jax.jit(lambda images, keypoints, index: augment.augment_samples(
         images, keypoints, index, config))
-    rows = data.local_rows(batch_size, jax.process_index(), jax.process_count())
-    for step, batch in enumerate(batches):
-        index = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
-        images, keypoints = transform(batch["images"], batch["keypoints"], index)
+    for batch in batches:
+        images, keypoints = transform(batch["images"], batch["keypoints"], batch["index"])
         yield dict(batch, images=np.asarray(images), keypoints=np.asarray(keypoints))
 
 
