@@ -262,6 +262,43 @@ def test_batchnorm_running_variance(mode, ddof):
     np.testing.assert_array_equal(np.asarray(bn.var[...]), frozen)
 
 
+def test_running_statistics_under_jit_are_rebound_without_walking_the_trace(monkeypatch):
+    """Under jit every BatchNorm's running mean and variance come out as in an eager step,
+    and updating them never builds a tracer's error message: JAX builds it by walking the
+    whole trace so far (find_progenitors), which flax's sharding check on `stat[...] = new`
+    triggered twice per statistic, making a train step's trace quadratic in the model's size
+    (layers.RunningStat)."""
+    from jax._src.interpreters import partial_eval as pe
+
+    walks = []
+    original = pe.DynamicJaxprTracer._origin_msg
+    monkeypatch.setattr(pe.DynamicJaxprTracer, "_origin_msg",
+                        lambda self: walks.append(1) or original(self))
+    x = jax.random.normal(jax.random.key(3), (2, 64, 64, 3)) * 2 + 1
+    model, eager = build_model(tiny_config(), seed=0), build_model(tiny_config(), seed=0)
+    model.train()
+    eager.train()
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def update(state, x):
+        m = nnx.merge(graphdef, state)
+        m(x)
+        return nnx.state(m, nnx.BatchStat)
+
+    jitted = update(state, x)
+    assert walks == []
+    before = nnx.state(model, nnx.BatchStat)
+    eager(x)
+    expected = nnx.state(eager, nnx.BatchStat)
+    leaves, ref, old = (jax.tree.leaves(t) for t in (jitted, expected, before))
+    n_bn = sum(isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_graph(model))
+    assert len(leaves) == len(ref) == len(old) == 2 * n_bn > 0
+    for a, b, o in zip(leaves, ref, old):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        assert np.abs(np.asarray(b) - np.asarray(o)).max() > 1e-4   # the statistics moved
+
+
 def test_newell_config_parameter_count():
     """configs/newell.py's 8-stack model, counted from its parts: residual(in, out) = BN(in),
     1x1 in->128, BN, 3x3 128->128, BN, 1x1 128->out (+ a 1x1 in->out skip when in != out);

@@ -71,6 +71,27 @@ BIAS_INITS = ("pytorch", "zeros")
 BN_RUNNING_VARS = ("unbiased", "biased")
 
 
+class RunningStat(nnx.BatchStat):
+    """nnx.BatchStat whose whole-array update under jit, `stat[...] = new`, is a rebinding.
+
+    Why: flax checks such an update for a change of sharding by reading `new.sharding`; on a
+    tracer JAX answers with an AttributeError whose message it builds by walking the trace
+    so far (`find_progenitors`). Every BatchNorm updates two statistics, so tracing a train
+    step grew quadratically with the model: 211 s for configs/newell.py's 8 stacks on a
+    2-core CPU, 2.7 s of a tiny model's 7 s (benchmarks/README.md). Under jit the sharding of
+    the result is the step's to set, and a same-shape, same-dtype replace is what flax does
+    when its check passes; anything else (eager updates, partial indices) goes to flax."""
+
+    def __setitem__(self, key, value) -> None:
+        current = self.get_raw_value()
+        if (key is Ellipsis and isinstance(value, jax.core.Tracer)
+                and isinstance(current, jax.Array) and value.shape == current.shape
+                and value.dtype == current.dtype):
+            self.set_value(value)
+        else:
+            super().__setitem__(key, value)
+
+
 class BatchNorm(nnx.BatchNorm):
     """nnx.BatchNorm whose running variance can follow PyTorch: in training, with
     `unbiased_running_var`, the running average takes the batch variance x n / (n - 1), n the
@@ -79,6 +100,7 @@ class BatchNorm(nnx.BatchNorm):
 
     def __init__(self, *args, unbiased_running_var: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        self.mean, self.var = RunningStat(self.mean[...]), RunningStat(self.var[...])
         self.unbiased_running_var = unbiased_running_var
 
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
