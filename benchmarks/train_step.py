@@ -7,7 +7,8 @@
 For every dtype, batch size (ascending; a dtype stops at the first batch that does not fit
 in device memory, which is how "the largest batch that fits" is found) and augmentation (`--augment off,on`:
 the train step with config.augment on, beside the plain one) prints one table row:
-compile time, training and inference images/s, FLOPs per image (XLA's cost analysis of the
+the train step's trace time (Python tracing and lowering: what a run pays before XLA
+compiles), compile time, training and inference images/s, FLOPs per image (XLA's cost analysis of the
 lowered train step, i.e. forward + backward + optimizer as XLA counts them, the same on every
 backend), the achieved GFLOP/s, XLA's planned memory of the train step (arguments + outputs + temporaries) and the
 peak memory so far (device allocator on GPU, process RSS on CPU). Random images and
@@ -94,7 +95,9 @@ def measure(config, dtype: str, batch_size: int, augment: str, profile: str | No
     host = random_batch(batch_size, config.model.input_size)
     batch = placement.shard_batch(host, steps.mesh, keys=("images", "keypoints", "valid"))
 
-    lowered = steps.train_step.lower(state, batch)
+    start = time.perf_counter()
+    lowered = steps.train_step.trace(state, batch).lower()
+    trace_s = time.perf_counter() - start
     # Counted before the backend's passes: XLA:GPU hands convolutions to cuDNN custom calls,
     # which the compiled step's cost analysis counts as nothing (0.6 GFLOP per image there).
     flops = (lowered.cost_analysis() or {}).get("flops", float("nan"))
@@ -117,7 +120,8 @@ def measure(config, dtype: str, batch_size: int, augment: str, profile: str | No
     train_s = timed(train_once, FLAGS.steps)
     jax.block_until_ready(predict(state, batch))
     infer_s = timed(lambda: jax.block_until_ready(predict(state, batch)), FLAGS.steps)
-    return (f"| {dtype} | {batch_size} | {augment} | {compile_s:.1f} s | {batch_size / train_s:.1f} "
+    return (f"| {dtype} | {batch_size} | {augment} | {trace_s:.1f} s | {compile_s:.1f} s | "
+            f"{batch_size / train_s:.1f} "
             f"({train_s * 1e3:.0f} ms/step) | {batch_size / infer_s:.1f} | "
             f"{flops / batch_size / 1e9:.1f} | {flops / train_s / 1e9:.0f} | "
             f"{planned_memory(train):.1f} GiB | {peak_memory()} |")
@@ -140,9 +144,9 @@ def main(argv) -> None:
     print(f"XLA_FLAGS       {os.environ.get('XLA_FLAGS', '')}")
     print(f"config          {config_flags.get_config_filename(FLAGS['config'])}, "
           f"{FLAGS.steps} timed steps")
-    print("| dtype | batch | augment | compile | train images/s | inference images/s | GFLOP/image "
+    print("| dtype | batch | augment | trace | compile | train images/s | inference images/s | GFLOP/image "
           "(XLA) | GFLOP/s | XLA plan | peak memory |", flush=True)
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     profile = FLAGS.profile
     for dtype in dtypes:
         fits = True

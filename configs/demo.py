@@ -12,12 +12,13 @@ smaller steps learn faster per second), a larger learning rate, and 7 epochs wit
 learning rate cut by 5 after epochs 5 and 6 (plateau milestones, an extension).
 
 Crop mode: the thesis' own rule. It drops the synthetic figures it cannot centre (48 %: the
-figures fill most of the photo height), so an epoch holds 1,989 crops instead of the 3,645
-of crop_mode "square"; per minute of CPU that trains better. On a 2-core AMD EPYC:
-thesis crops, this recipe, val PCK 0.7856 after 7 epochs in 8.6 min (training; drawing and
-preparing the data add about a minute on first use); square crops, 6 epochs, no
-milestones: 0.7276 in 13 min. The two val splits differ: the thesis rule keeps 196 of the
-370 annotated val figures, the square rule 359, so compare PCK within one crop mode.
+figures fill most of the photo height), so an epoch holds 1,999 crops instead of about
+3,600 with crop_mode "square"; per minute of CPU that trains better. On a 2-core AMD EPYC,
+figures lit from the right (the data before v5): thesis crops, this recipe, val PCK 0.7856
+after 7 epochs in 8.6 min; square crops, 6 epochs, no milestones: 0.7276 in 13 min. With
+v5's figures lit from either side: 0.7191 in 8 min 48 s from an empty cache (README). The
+val splits differ: the thesis rule keeps 194 of the 370 annotated val figures, the square
+rule about 360, so compare PCK within one crop mode.
 """
 
 import os
@@ -35,8 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.synthetic = ml_collections.ConfigDict(dict(train=2400, val=200, seed=0,
                                                       image_size=128, crop_mode="thesis"))
     # v4: meta.json records the labels' offset (the flip test's shift) and the synthetic set
-    # holds a stand-in detections file for --person-boxes; older caches lack both.
-    config.data_dir = os.path.join(CACHE, "synthetic-demo-v4")
+    # holds a stand-in detections file for --person-boxes; v5: figures lit from either side
+    # (data_prep.synthetic). Older caches lack these.
+    config.data_dir = os.path.join(CACHE, "synthetic-demo-v5")
     config.model.update(dict(input_size=128, features=64, mid_features=32, stem_features=32,
                              depth=3, residual_skip="identity"))
     config.heatmap.style = "newell"
