@@ -20,6 +20,14 @@ def tiny_train_overrides(data_dir, workdir=None, **extra) -> list:
     return out + ([f"--workdir={workdir}"] if workdir else [])
 
 
+def xla_flags_with(*flags: str) -> str:
+    """This process' XLA_FLAGS (conftest's test settings included) plus `flags`, for a
+    subprocess that must compile as the tests here do."""
+    import os
+
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
+
+
 def tiny_train_config(data_dir, base: str = "baseline", **extra):
     """The config of `tiny_train_overrides`, built in-process from configs/BASE.py."""
     import importlib

@@ -13,7 +13,7 @@ import pytest
 
 from shg_jax import data, fileio, shards
 
-from helpers import REPO
+from helpers import REPO, xla_flags_with
 
 WORKER = textwrap.dedent("""
     import json, sys
@@ -86,8 +86,7 @@ def launch(runs, data_dir):
 def test_two_processes_match_one(mini_data, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     two, one, port = tmp_path / "two", tmp_path / "one", free_port()
-    single_env = dict(env, XLA_FLAGS=env.get("XLA_FLAGS", "")
-                      + " --xla_force_host_platform_device_count=2")
+    single_env = dict(env, XLA_FLAGS=xla_flags_with("--xla_force_host_platform_device_count=2"))
     *histories, reference = launch([(0, port, two, env), (1, port, two, env),
                                     (-1, 0, one, single_env)], mini_data)
 

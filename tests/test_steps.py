@@ -14,7 +14,7 @@ import pytest
 from shg_jax import data, pck, placement
 from shg_jax.steps import Steps
 
-from helpers import REPO, tiny_train_config
+from helpers import REPO, tiny_train_config, xla_flags_with
 
 
 TWO_DEVICES = textwrap.dedent("""
@@ -58,8 +58,7 @@ def test_one_step_on_two_devices_equals_one_device():
     # between 1 and 2 devices, cannot hide a real difference behind float32 noise. SGD moves
     # each parameter by lr x its gradient, so equal parameters mean equal all-reduced
     # gradients (the optimizer itself runs replicated, the same on any device count).
-    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
-               + " --xla_force_host_platform_device_count=2",
+    env = dict(os.environ, XLA_FLAGS=xla_flags_with("--xla_force_host_platform_device_count=2"),
                JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
     proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
