@@ -34,6 +34,7 @@ from shg_jax import cli
 from shg_jax.draw import draw_skeleton
 from shg_jax.heatmap import decode_heatmaps
 from shg_jax.models import latent_layer
+from shg_jax.progress import timed
 
 WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
 #: The thesis' second, negative-only walk (manifold.ipynb): -2 to -3 sqrt(lambda) by 0.25.
@@ -101,7 +102,8 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
         return skeleton_thumbnails(steps, batch["keypoints"], batch["images"].shape[1])
 
     # PCA
-    pca = pca_lib.fit(x)
+    with timed(f"{spec}: PCA of {x.shape[0]} x {x.shape[1]}"):
+        pca = pca_lib.fit(x)
     counts = pca.components_for()
     report.figure(figures.variance_curves(pca, counts), f"{slug}-pca_variance.png",
                   "explained variance ratio and cumulative curve")
@@ -124,6 +126,21 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                   "the first two components with ground-truth heatmap thumbnails (Fig. 16)")
     # Component walks: +-1..3 sqrt(lambda), then the thesis' negative-only walk
     comps = resolve_components(args.components, x.shape[1])
+    with timed(f"{spec}: component walks"):
+        _walks(report, pca, x, sub, comps, slug, thumbs)
+    # K-Means and silhouette
+    sweep = kmeans_sweep(x, args, report.dir / "kmeans" / slug)
+    report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
+                                           sweep.silhouette_sample, len(rows)),
+                  f"{slug}-silhouette.png", "silhouette score per K (Fig. 17)")
+    with timed(f"{spec}: cluster figures"):
+        _cluster_figures(report, x, coords, sweep, sub, slug, thumbs, skeletons, args.seed)
+
+
+def _walks(report: Report, pca, x: np.ndarray, sub: Latents, comps: list[int], slug: str,
+           thumbs) -> None:
+    """The walks from the mean along components `comps` (+-1..3 sqrt(lambda), then the
+    thesis' negative-only walk): the nearest real samples, as figures and JSON."""
     for name, walk_steps, what in (
             ("pca_walks", WALK_STEPS, "walks from the mean along components (Fig. 15)"),
             ("pca_walks_negative", NEGATIVE_WALK_STEPS,
@@ -140,16 +157,16 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                                          "nearest real samples along principal components"),
                       f"{slug}-{name}.png", what)
         report.json(walks, f"{slug}-{name}.json", "the samples of the walks")
-    # K-Means and silhouette
-    sweep = kmeans_sweep(x, args, report.dir / "kmeans" / slug)
-    report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
-                                           sweep.silhouette_sample, len(rows)),
-                  f"{slug}-silhouette.png", "silhouette score per K (Fig. 17)")
+
+def _cluster_figures(report: Report, x: np.ndarray, coords: np.ndarray, sweep, sub: Latents,
+                     slug: str, thumbs, skeletons, seed: int) -> None:
+    """The figures and numbers of the sweep's best K: clusters on the shared projection,
+    each cluster on its own standardised PCA, the samples nearest the centroids."""
     k = sweep.best_k
     report.figure(figures.clusters_2d(coords, sweep.labels[k], k), f"{slug}-clusters.png",
                   f"the K = {k} clusters on the shared 2-D projection")
     report.figure(figures.cluster_panels(cluster_panels(x, sweep.labels[k], k, skeletons,
-                                                        args.seed)),
+                                                        seed)),
                   f"{slug}-cluster_panels.png", f"each of the K = {k} clusters on its own "
                   "standardised 2-D PCA, with skeleton thumbnails (Figs. 18, 20)")
     nearest = cluster.nearest_to_centroids(x, sweep.centroids[k])

@@ -9,7 +9,11 @@
 # sweep K = 2..10 with the exact silhouette) at 124,000 and 10,000 x 4,096; demo - configs/demo.py, all of it, then evaluate
 # with the flip test and COCO AP; baseline - configs/baseline.py for 4 epochs on synthetic
 # data (thesis crops, 256x256), then evaluate; analysis - analysis.skips and analysis.latent
-# on that run; autoencoder - the autoencoder's two stages on that run and analysis.compare.
+# on that run; autoencoder - the autoencoder's two stages on that run and analysis.compare;
+# fullstudy - analysis.latent (extraction, PCA, K-Means sweep, exact silhouette, figures) on
+# 124,040 train crops made from the baseline data by benchmarks.full_split, with the baseline
+# run's weights. GPU_CHECK_BASE_EPOCHS (default 4) sets the baseline run's length and
+# GPU_CHECK_STUDY_ROWS (default "124000 10000") the study's sizes.
 # The data are drawn and prepared on the CPUs in the background while the benchmark holds
 # the GPU. Each step has a time limit, starts only if that limit ends before the deadline
 # (GPU_CHECK_DEADLINE seconds, default 570) and the script goes on when one fails. On an
@@ -25,7 +29,7 @@ set -u
 OUT=${OUT:?set OUT to the output folder}
 SMOKE=
 [ "${1:-}" = smoke ] && { SMOKE=smoke; shift; }
-GROUPS_WANTED=${*:-bench study demo baseline analysis autoencoder}
+GROUPS_WANTED=${*:-bench study demo baseline analysis autoencoder fullstudy}
 want() { [[ " $GROUPS_WANTED " == *" $1 "* ]]; }
 W=${GPU_CHECK_WORK:-/tmp/gpu_check}
 DEADLINE=${GPU_CHECK_DEADLINE:-570}      # seconds: a step starts only if its limit ends before
@@ -75,11 +79,13 @@ if [ "$SMOKE" = smoke ]; then
       --config.model.stem_features=16 --config.model.depth=2 --config.model.ae_code_size=8
       '--config.model.ae_channels=(16, 8, 8)')
   PRE_EPOCHS=2 AE_EPOCHS=1 KS=2-3 STUDY=(--dims 64 --ks 2-3) STUDY_ROWS=(3000 600)
+  FULL_ROWS=3000 FULL_BATCH=32
 else
   BENCH=(--config=configs/baseline.py --steps 10) F32=16,256 BF16=16,256
   DEMO=() SYN=(--train 2000 --val 200 --size 320) PREP=(--size 256 --test-size 200)
-  BASE=(--config.num_epochs=4) AE=() PRE_EPOCHS=10 AE_EPOCHS=2 KS=2-10
-  STUDY=(--dims 4096 --ks 2-10) STUDY_ROWS=(124000 10000)
+  BASE=(--config.num_epochs=${GPU_CHECK_BASE_EPOCHS:-4}) AE=() PRE_EPOCHS=10 AE_EPOCHS=2
+  KS=2-10 STUDY=(--dims 4096 --ks 2-10) STUDY_ROWS=(${GPU_CHECK_STUDY_ROWS:-124000 10000})
+  FULL_ROWS=124040 FULL_BATCH=256
 fi
 
 # The data, on the CPUs, while the benchmark holds the GPU.
@@ -90,11 +96,14 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file('config', 'configs/demo.py')
 flags.FLAGS(['x'] + sys.argv[1:])
 from data_prep.cache import ensure_synthetic
-ensure_synthetic(flags.FLAGS.config)" "${DEMO[@]}" > "$W/data_demo.log" 2>&1
-  echo "exit $?" >> "$W/data_demo.log" ) & DEMO_DATA=$!; }
-want baseline || want analysis || want autoencoder && { ( JAX_PLATFORMS=cpu $PY -m data_prep.synthetic --out "$W/syn/coco" "${SYN[@]}" &&
-  JAX_PLATFORMS=cpu $PY -m data_prep.coco --coco-root "$W/syn/coco" --out "$W/syn" "${PREP[@]}"
-  echo "exit $?" ) > "$W/data_baseline.log" 2>&1 & BASE_DATA=$!; }
+ensure_synthetic(flags.FLAGS.config)" "${DEMO[@]}" > "$W/bg_data_demo.log" 2>&1
+  echo "exit $?" >> "$W/bg_data_demo.log" ) & DEMO_DATA=$!; }
+want_run() { want baseline || want analysis || want autoencoder || want fullstudy; }
+want_run && { ( set -o pipefail; JAX_PLATFORMS=cpu $PY -m data_prep.synthetic --out "$W/syn/coco" "${SYN[@]}" &&
+  JAX_PLATFORMS=cpu $PY -m data_prep.coco --coco-root "$W/syn/coco" --out "$W/syn" "${PREP[@]}" &&
+  { ! want fullstudy || JAX_PLATFORMS=cpu $PY -m benchmarks.full_split --src "$W/syn" \
+      --out "$W/full" --rows $FULL_ROWS | tr '\r' '\n' | tail -n 2; }
+  echo "exit $?" ) > "$W/bg_data_baseline.log" 2>&1 & BASE_DATA=$!; }
 
 if want bench; then
   step bench_f32 150 $PY -m benchmarks.train_step --dtype float32 --batch $F32 "${BENCH[@]}"
@@ -110,7 +119,7 @@ if want study; then
 fi
 
 if want demo; then
-  wait $DEMO_DATA; TAIL=3 step data_demo 1 cat "$W/data_demo.log"
+  wait $DEMO_DATA; TAIL=3 step data_demo 1 cat "$W/bg_data_demo.log"
   in_time demo 150 && step demo 150 $PY main.py --config=configs/demo.py --workdir="$W/runs/demo" \
       "${DEMO[@]}" &&
   in_time demo_eval 40 && step demo_eval 40 $PY -m shg_jax.evaluate --workdir "$W/runs/demo" \
@@ -118,8 +127,8 @@ if want demo; then
 fi
 
 RUN=$W/runs/baseline
-if want baseline || want analysis || want autoencoder; then
-  wait $BASE_DATA; TAIL=4 step data_baseline 1 cat "$W/data_baseline.log"
+if want_run; then
+  wait $BASE_DATA; TAIL=4 step data_baseline 1 cat "$W/bg_data_baseline.log"
   in_time baseline 150 && step baseline 150 $PY main.py --config=configs/baseline.py \
       --workdir="$RUN" --config.data_dir="$W/syn" "${BASE[@]}"
   want baseline && in_time baseline_eval 40 && step baseline_eval 40 $PY -m shg_jax.evaluate \
@@ -139,6 +148,11 @@ if want autoencoder && in_time ae_pretrain 60; then
       --workdir="$W/runs/ae" --config.num_epochs=$AE_EPOCHS "${AE[@]}" &&
   in_time compare 60 && step compare 60 $PY -m analysis.compare --ckpt "$RUN" --ckpt "$W/runs/ae" \
       --out "$W/reports/compare" --ks $KS
+fi
+
+if want fullstudy; then
+  in_time fullstudy 330 && TAIL=25 step fullstudy 330 $PY -m analysis.latent --ckpt "$RUN" \
+      --data-dir "$W/full" --out "$W/reports/full" --subset all --ks $KS --batch-size $FULL_BATCH
 fi
 
 (cd "$W" && tar czf "$OUT/artifacts.tar.gz" --exclude='*.npy' --exclude='latents' reports \

@@ -6,6 +6,7 @@ seconds, so redirected output stays readable.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -61,3 +62,12 @@ class Progress:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@contextlib.contextmanager
+def timed(desc: str, stream=None):
+    """Prints "DESC: S s" when the block ends: the stages of a long command that have no
+    progress bar of their own (a PCA, a figure), so a log says where the time went."""
+    start = time.perf_counter()
+    yield
+    print(f"{desc}: {time.perf_counter() - start:.1f} s", file=stream or sys.stderr, flush=True)

@@ -71,7 +71,8 @@ def test_guard_turns_user_errors_into_status_2_and_lets_bugs_through(capsys):
 
 ARGPARSE_COMMANDS = ["shg_jax.evaluate", "shg_jax.predict", "analysis.latent", "analysis.skips",
                      "analysis.compare", "data_prep.coco", "data_prep.synthetic",
-                     "data_prep.preview", "benchmarks.analysis", "benchmarks.data"]
+                     "data_prep.preview", "benchmarks.analysis", "benchmarks.data",
+                     "benchmarks.full_split"]
 
 
 @pytest.mark.parametrize("module", ARGPARSE_COMMANDS)
