@@ -7,9 +7,9 @@ The train split of BIG holds ROWS crops: row i is crop i mod n of SRC's train sp
 c = i // n of it, mirrored when c is odd (keypoints mirrored and left/right swapped) and its
 brightness scaled by a factor between 0.6 and 1.4 that changes with c, so the rows are
 distinct images (their latents differ) without drawing 124,040 photos. val and test are
-linked to SRC's. Shards are written in parallel, each to a temporary name and renamed; the
-top-level meta.json is written last, so an interrupted run leaves no folder that looks
-prepared (run it again with the same arguments).
+linked to SRC's. The folder is written under a temporary name (shards in parallel) and
+renamed when complete, so an interrupted run leaves nothing that looks prepared (the next
+run removes its remains). An existing OUT is replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import numpy as np
 
 from shg_jax import cli, data, fileio, shards
 from shg_jax.augment import SWAP
+from shg_jax.errors import UserError
+from shg_jax.progress import Progress
 
 
 def variant(images: np.ndarray, keypoints: np.ndarray, copy: int, copies: int
@@ -53,44 +55,64 @@ def _write_shard(job: tuple) -> int:
         for key, value in (("images", images), ("keypoints", keypoints),
                            ("image_id", batch["image_id"]), ("ann_id", batch["ann_id"])):
             arrays[key].append(value)
-    final = pathlib.Path(out) / "train" / shards.shard_name(index)
-    tmp = fileio.tmp_name(final)
-    tmp.mkdir(parents=True)
+    folder = pathlib.Path(out) / "train" / shards.shard_name(index)
+    folder.mkdir()
     for key, parts in arrays.items():
-        np.save(tmp / f"{key}.npy", np.concatenate(parts).astype(shards.DTYPES[key]))
-    tmp.rename(final)
+        np.save(folder / f"{key}.npy", np.concatenate(parts).astype(shards.DTYPES[key]))
     return stop - start
 
 
+@cli.guard
 def main(argv=None) -> int:
     p = cli.parser("python -m benchmarks.full_split", __doc__,
                    "python -m benchmarks.full_split --src runs/data --out /tmp/big")
     p.add_argument("--src", required=True, help="a prepared data folder (data_prep.coco)")
-    p.add_argument("--out", required=True, help="the folder to write (must not exist)")
+    p.add_argument("--out", required=True, help="the folder to write")
     p.add_argument("--rows", type=int, default=124040,
                    help="train crops to write (default: the thesis' 124,040)")
     p.add_argument("--shard-size", type=int, default=1024, help="crops per shard")
     p.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count() // 2),
                    help="writing processes")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     args = p.parse_args(argv)
-    src, out = pathlib.Path(args.src), pathlib.Path(args.out)
+    src, out = pathlib.Path(args.src).resolve(), pathlib.Path(args.out).resolve()
+    if min(args.rows, args.shard_size, args.workers) < 1:
+        raise UserError("--rows, --shard-size and --workers must be >= 1")
+    if out == src or src in out.parents or out in src.parents:
+        raise UserError(f"--out {out} overlaps --src {src}; choose a folder outside it")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
     meta_all = data.load_meta(src)
     n = len(data.Split(src, "train"))
-    if out.exists():
-        shutil.rmtree(out)
+    if n == 0:
+        raise UserError(f"{src} holds no train crops to copy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fileio.remove_tmp(out.parent)                       # what a killed run left
+    tmp = fileio.tmp_name(out)
+    with fileio.cleaned_up(out, tmp):
+        _write(src, tmp, meta_all, n, args)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    copies = -(-args.rows // n)
+    print(f"{out}: {args.rows} train crops ({copies} copies of {n}), val and test linked")
+    return 0
+
+
+def _write(src: pathlib.Path, out: pathlib.Path, meta_all: dict, n: int, args) -> None:
+    """The whole folder (train shards, split and top-level meta.json, val/test links)."""
     (out / "train").mkdir(parents=True)
     for name in ("val", "test"):
-        (out / name).symlink_to((src / name).resolve())
+        (out / name).symlink_to(src / name)
     copies = -(-args.rows // n)
     bounds = list(range(0, args.rows, args.shard_size)) + [args.rows]
     jobs = [(str(src), str(out), i, a, b, copies) for i, (a, b) in
             enumerate(zip(bounds[:-1], bounds[1:]))]
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        done = 0
-        for count in pool.imap_unordered(_write_shard, jobs):
-            done += count
-            print(f"\r{done}/{args.rows} crops", end="", flush=True)
-    print()
+        progress = Progress(len(jobs), "shards", unit="crops")
+        with progress:
+            for count in pool.imap_unordered(_write_shard, jobs):
+                progress.update(1, count=count)
     split_meta = json.loads((src / "train" / shards.META).read_text())
     split_meta.update(count=args.rows, kept=args.rows, shards=[
         {"name": shards.shard_name(i), "count": b - a} for i, a, b in
@@ -99,8 +121,6 @@ def main(argv=None) -> int:
     meta_all["splits"]["train"].update(count=args.rows, kept=args.rows)
     meta_all["source"] = f"{meta_all['source']} (train: {copies} varied copies)"
     fileio.write_json(out / shards.META, meta_all)
-    print(f"{out}: {args.rows} train crops ({copies} copies of {n}), val and test linked")
-    return 0
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ want_run() { want baseline || want analysis || want autoencoder || want fullstud
 want_run && { ( set -o pipefail; JAX_PLATFORMS=cpu $PY -m data_prep.synthetic --out "$W/syn/coco" "${SYN[@]}" &&
   JAX_PLATFORMS=cpu $PY -m data_prep.coco --coco-root "$W/syn/coco" --out "$W/syn" "${PREP[@]}" &&
   { ! want fullstudy || JAX_PLATFORMS=cpu $PY -m benchmarks.full_split --src "$W/syn" \
-      --out "$W/full" --rows $FULL_ROWS | tr '\r' '\n' | tail -n 2; }
+      --out "$W/full" --rows $FULL_ROWS 2>&1 | tr '\r' '\n' | tail -n 2; }
   echo "exit $?" ) > "$W/bg_data_baseline.log" 2>&1 & BASE_DATA=$!; }
 
 if want bench; then

@@ -34,3 +34,20 @@ def test_full_split_rows_are_varied_copies_of_the_source(tiny_data, tmp_path):
     np.testing.assert_array_equal(copies["keypoints"][1][:, 1:], mirrored[:, 1:])
     # copy 2: brighter than copy 0 (the gain grows every second copy)
     assert copies["images"][2].mean() > copies["images"][0].mean() + 1
+
+
+def test_full_split_refuses_to_replace_or_overlap_without_being_asked(tiny_data, tmp_path,
+                                                                       capsys):
+    out = tmp_path / "big"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    args = ["--src", str(tiny_data), "--rows", "10", "--workers", "1"]
+    assert full_split.main(args + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "--overwrite" in err
+    assert (out / "keep.txt").read_text() == "user data"
+    assert full_split.main(args + ["--out", str(tiny_data / "big")]) == 2
+    assert "overlaps --src" in capsys.readouterr().err
+    assert full_split.main(args + ["--out", str(out), "--overwrite"]) == 0
+    assert len(data.Split(out, "train")) == 10 and not (out / "keep.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary left
