@@ -46,10 +46,13 @@ def assert_same_run(workdir, reference):
     """Every checkpoint kind restores to the same whole TrainState (step, parameters,
     BatchNorm statistics, optimizer state with its learning rate) and the same record
     (epoch, position, global step, schedule, epoch loss sums, history, best values, config,
-    mean RGB) as the uninterrupted reference run."""
+    mean RGB) as the uninterrupted reference run. One model restores every checkpoint (a
+    model is built per open_run: seconds each)."""
+    _, steps, _, _ = runs.open_run(reference, "latest")
+    ckpts, ref_ckpts = Checkpoints(workdir, read_only=True), Checkpoints(reference, read_only=True)
     for kind in ("latest", "best", "best_loss"):
-        _, _, state, record = runs.open_run(workdir, kind)
-        _, _, ref_state, ref_record = runs.open_run(reference, kind)
+        state, record = ckpts.restore(ckpts.find(kind), steps.init_state())
+        ref_state, ref_record = ref_ckpts.restore(ref_ckpts.find(kind), steps.init_state())
         assert record == ref_record, kind
         for part in ("step", "params", "batch_stats", "opt_state"):
             leaves = jax.tree.leaves(getattr(state, part))
