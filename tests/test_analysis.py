@@ -2,6 +2,7 @@
 
 import html.parser
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -166,13 +167,19 @@ def assert_index_complete(out):
         assert (out / link).is_file(), link
 
 
-def test_latent_command_writes_every_figure_it_links(run, tmp_path):
+def test_latent_command_writes_every_figure_it_links(run, tmp_path, capsys):
     out = tmp_path / "latent"
     assert latent.main(["--ckpt", str(run["workdir"]), "--checkpoint", "latest",
                         "--split", "val", "--out", str(out), "--subset", "random:30",
                         "--subset", "all", "--components", "1,2,500,last", "--ks", "2-4",
                         "--n-init", "2", "--batch-size", "8"]) == 0
     assert_index_complete(out)
+    # Each stage without a progress bar says how long it took, per subset.
+    err = capsys.readouterr().err
+    for stage in (f"all: PCA of {len(run['split'])} x 256: ", "all: component walks: ",
+                  "all: cluster figures: ",
+                  f"random:30: PCA of {min(30, len(run['split']))} x 256: "):
+        assert re.search(re.escape(stage) + r"\d+\.\d s\n", err), stage
     pca_json = json.loads((out / "all-pca.json").read_text())
     assert pca_json["thesis_index_for"] == {f: k - 1 for f, k in
                                             pca_json["components_for"].items()}
