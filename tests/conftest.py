@@ -1,6 +1,5 @@
 """Shared fixtures: tiny models compiled once per module, the path to the real COCO slice."""
 
-import gc
 import os
 import shutil
 import tempfile
@@ -34,15 +33,6 @@ def pytest_configure(config):
         return
     config._shg_cache = tempfile.mkdtemp(prefix="shg_jax_test_xla_cache_")
     os.environ.update(_CACHE_ENV, JAX_COMPILATION_CACHE_DIR=config._shg_cache)
-
-
-def pytest_sessionfinish(session):
-    """Collects the session's garbage while a pytest-xdist worker still runs its session
-    (~1 s, ~20,000 objects per worker here). execnet sends a worker that is still busy 5 s
-    after being told to shut down a SIGINT; it landed in JAX's garbage-collection callback
-    and printed a KeyboardInterrupt traceback under the results in 3 of 4 full runs before
-    this hook, in none of 2 after (2026-11-26): likely, not proven, the cure."""
-    gc.collect()
 
 
 def pytest_unconfigure(config):
