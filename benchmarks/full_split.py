@@ -35,7 +35,7 @@ def variant(images: np.ndarray, keypoints: np.ndarray, copy: int, copies: int
     keypoints = keypoints.copy()
     if copy % 2:
         images = images[:, :, ::-1]
-        keypoints = keypoints[:, list(SWAP)]
+        keypoints = keypoints[:, list(SWAP)]          # x -> S - 1 - x: augment's convention
         labelled = keypoints[..., 2] > 0
         keypoints[..., 0] = np.where(labelled, images.shape[2] - 1 - keypoints[..., 0], 0)
     return images, keypoints
@@ -89,34 +89,31 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     fileio.remove_tmp(out.parent)                       # what a killed run left
     tmp = fileio.tmp_name(out)
+    copies = -(-args.rows // n)
     with fileio.cleaned_up(out, tmp):
-        _write(src, tmp, meta_all, n, args)
+        _write(src, tmp, meta_all, copies, args)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
-    copies = -(-args.rows // n)
     print(f"{out}: {args.rows} train crops ({copies} copies of {n}), val and test linked")
     return 0
 
 
-def _write(src: pathlib.Path, out: pathlib.Path, meta_all: dict, n: int, args) -> None:
+def _write(src: pathlib.Path, out: pathlib.Path, meta_all: dict, copies: int, args) -> None:
     """The whole folder (train shards, split and top-level meta.json, val/test links)."""
     (out / "train").mkdir(parents=True)
     for name in ("val", "test"):
         (out / name).symlink_to(src / name)
-    copies = -(-args.rows // n)
     bounds = list(range(0, args.rows, args.shard_size)) + [args.rows]
     jobs = [(str(src), str(out), i, a, b, copies) for i, (a, b) in
             enumerate(zip(bounds[:-1], bounds[1:]))]
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        progress = Progress(len(jobs), "shards", unit="crops")
-        with progress:
+        with Progress(len(jobs), "shards", unit="crops") as progress:
             for count in pool.imap_unordered(_write_shard, jobs):
                 progress.update(1, count=count)
     split_meta = json.loads((src / "train" / shards.META).read_text())
     split_meta.update(count=args.rows, kept=args.rows, shards=[
-        {"name": shards.shard_name(i), "count": b - a} for i, a, b in
-        zip(range(len(jobs)), bounds[:-1], bounds[1:])])
+        {"name": shards.shard_name(i), "count": b - a} for _, _, i, a, b, _ in jobs])
     fileio.write_json(out / "train" / shards.META, split_meta)
     meta_all["splits"]["train"].update(count=args.rows, kept=args.rows)
     meta_all["source"] = f"{meta_all['source']} (train: {copies} varied copies)"
