@@ -58,6 +58,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.plateau = ml_collections.ConfigDict(dict(factor=0.2, patience=5, min_lr=5e-5,
                                                     threshold=1e-4, milestones=()))
 
+    # Precise BatchNorm (an extension; the thesis validates on the running averages): before
+    # each validation, every BatchNorm's running statistics are replaced by the mean of its
+    # statistics over `batches` training batches of `batch_size` crops (the first of the
+    # epoch's order, not augmented). With small train batches the running average (momentum
+    # 0.1) follows the last few dozen crops only. batches=0: off.
+    config.precise_bn = ml_collections.ConfigDict(dict(batches=0, batch_size=64))
+
     config.log_every_steps = 50
     config.keep_checkpoints = 3
     config.num_tb_images = 8

@@ -56,4 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
     # synthetic figures are as likely mirrored as not, so it gains here as on photos
     # (+0.015 val PCK, +0.012 COCO AP); validation costs one more forward pass of 194 crops.
     config.decode.flip = True
+    # Precise BatchNorm before each validation (an extension): with batches of 4 the running
+    # averages follow the last ~40 crops; the statistics of 2 x 64 training crops lifted the
+    # val PCK of a finished demo run from 0.786 to 0.795 for ~1 s per epoch.
+    config.precise_bn.batches = 2
     return config

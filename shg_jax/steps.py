@@ -105,6 +105,8 @@ class Steps:
                                             out_shardings=data)
         self.infer = jax.jit(lambda state, images: self._forward_eval(state, images)[-1],
                              in_shardings=(repl, data), out_shardings=data)
+        self.batch_statistics = jax.jit(self._batch_statistics, in_shardings=(repl, data),
+                                        out_shardings=repl)
 
     def init_state(self) -> TrainState:
         """Fresh parameters (from config.seed), optimizer state, replicated on the mesh.
@@ -142,6 +144,18 @@ class Steps:
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, batch_stats, opt_state), loss
+
+    def _batch_statistics(self, state: TrainState, images: jax.Array):
+        """The BatchNorm statistics of one global batch of uint8 crops (B, S, S, 3) under the
+        state's parameters: every layer's batch mean and variance, as its running average
+        would take them in one update with momentum 0 (the variance unbiased or not as
+        config.model.bn_running_var says). train.refresh_batch_stats averages them."""
+        model = nnx.merge(self.graphdef_train, state.params, state.batch_stats, copy=True)
+        for _, module in nnx.iter_graph(model):
+            if isinstance(module, nnx.BatchNorm):
+                module.momentum = 0.0
+        model.forward(self.inputs(images))
+        return nnx.state(model, nnx.BatchStat)
 
     def eval_model(self, state: TrainState):
         """The model in evaluation mode (BatchNorm on running statistics) with the state's

@@ -11,11 +11,13 @@ Rerunning the same command resumes from the latest checkpoint, at the exact batc
 
 from __future__ import annotations
 
+import itertools
 import math
 import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -75,9 +77,13 @@ def _check_data(config, train_split: data.Split, n_devices: int) -> None:
         if config[name] % n_devices:
             raise TrainingError(f"config.{name}={config[name]} is not divisible by the "
                                 f"{n_devices} devices")
-    if len(train_split) < config.batch_size:
-        raise TrainingError(f"the train split of {config.data_dir} has {len(train_split)} "
-                            f"samples, fewer than one batch of {config.batch_size}")
+    precise = config.get("precise_bn")
+    for field, size in (("batch_size", config.batch_size),
+                        ("precise_bn.batch_size", precise and precise.batches and
+                         precise.batch_size)):
+        if size and len(train_split) < size:
+            raise TrainingError(f"the train split of {config.data_dir} has {len(train_split)} "
+                                f"samples, fewer than one batch of config.{field}={size}")
 
 
 def global_step(state) -> int:
@@ -222,8 +228,31 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, profil
     return state
 
 
+def refresh_batch_stats(steps: Steps, state, split: data.Split, config, epoch: int):
+    """Precise BatchNorm (config.precise_bn): the state with every running statistic replaced
+    by its mean over the first `batches` global batches of `batch_size` crops of epoch
+    `epoch`'s order of `split` (as many as it holds: _check_data asks for one), under the state's parameters.
+    The crops are not augmented: the statistics are for evaluation. Off (the state as it is)
+    when config.precise_bn is absent or batches is 0."""
+    precise = config.get("precise_bn")
+    if precise is None or precise.batches == 0:
+        return state
+    batches = data.train_batches(split, precise.batch_size, seed=config.seed, epoch=epoch,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    total, n = None, 0
+    for batch in itertools.islice(batches, precise.batches):
+        images = placement.shard_batch(batch, steps.mesh, keys=("images",))["images"]
+        stats = steps.batch_statistics(state, images)
+        total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+        n += 1
+    return state._replace(batch_stats=jax.tree.map(lambda t: t / n, total))
+
+
 def _end_epoch(steps, state, run, val_split, config, logger, ckpts, train_split):
-    """Validation, the plateau rule, TensorBoard, checkpoints; returns the state to go on."""
+    """Precise BatchNorm statistics if asked, validation, the plateau rule, TensorBoard,
+    checkpoints; returns the state to go on."""
+    state = refresh_batch_stats(steps, state, train_split, config, run.epoch)
     val = evaluate_split(steps, state, val_split, config.eval_batch_size,
                          desc=f"epoch {run.epoch + 1} validation")
     lr_used = current_learning_rate(state)

@@ -101,6 +101,8 @@ RULES = {
     "plateau.min_lr": at_least(0),
     "plateau.threshold": at_least(0),
     "plateau.milestones": ints_at_least(1),
+    "precise_bn.batches": int_at_least(0),
+    "precise_bn.batch_size": int_at_least(1),
     "heatmap.style": one_of(HEATMAP_STYLES),
     "heatmap.sigma_visible": positive(),
     "heatmap.sigma_occluded": positive(),
@@ -176,9 +178,12 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
     flip_shift = _get(config, "decode.flip_shift")
     if flip_shift not in (None, _ABSENT) and not _is_number(flip_shift):
         _fail("decode.flip_shift", flip_shift, "None (derived) or a finite number of cells")
-    if n_devices and config.batch_size % n_devices:
-        _fail("batch_size", config.batch_size,
-              f"divisible by the {n_devices} devices it is split over")
+    divided = ["batch_size"] + (["precise_bn.batch_size"]
+                                if _get(config, "precise_bn.batches") not in (0, _ABSENT) else [])
+    for field in divided:
+        if n_devices and _get(config, field) % n_devices:
+            _fail(field, _get(config, field),
+                  f"divisible by the {n_devices} devices it is split over")
     cells = config.model.input_size // STEM_STRIDE
     if config.model.input_size % STEM_STRIDE or cells % 2 ** config.model.depth:
         _fail("model.depth", config.model.depth,

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from shg_jax import evaluate, runs
+from shg_jax import data, evaluate, runs
 from shg_jax.checkpoint import Checkpoints
 
 from helpers import REPO, damage_checkpoint, read_events, tiny_train_overrides
@@ -24,8 +24,10 @@ MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 #: Every run here drops the learning rate after epoch 1 (1e-3 -> 2e-4), so a resume must
 #: restore the schedule and the rate inside the optimizer state, not start from the config's;
 #: and augments (config.augment), so every resume below also shows that an augmented run,
-#: whose draws come from (seed, step), resumes bit for bit.
-RUN = {"config.plateau.milestones": "(1,)", "config.augment.enabled": "True"}
+#: whose draws come from (seed, step), resumes bit for bit; and refreshes its BatchNorm
+#: statistics before each validation (config.precise_bn: 2 batches of 4 crops).
+RUN = {"config.plateau.milestones": "(1,)", "config.augment.enabled": "True",
+       "config.precise_bn.batches": "2", "config.precise_bn.batch_size": "4"}
 
 
 def main_cmd(data_dir, workdir, *extra, **overrides):
@@ -119,6 +121,33 @@ def test_reference_run_writes_checkpoints_config_and_history(reference):
     pcks, losses = [h["val_pck"] for h in history], [h["val_loss"] for h in history]
     assert ckpts.find("best") == recs[pcks.index(max(pcks))]["global_step"]
     assert ckpts.find("best_loss") == recs[losses.index(min(losses))]["global_step"]
+
+
+def test_precise_bn_puts_the_mean_statistics_of_training_batches_in_the_checkpoint(
+        reference):
+    """config.precise_bn (RUN: 2 batches of 4): the epoch-2 checkpoint (validated on, saved)
+    holds, instead of the running averages, the mean BatchNorm statistics of the first two
+    batches of 4 crops of epoch 2's order, not augmented, under its parameters. Each batch's
+    statistics are recovered here from an ordinary training-mode forward pass that starts
+    from zero statistics: running = 0.9 x 0 + 0.1 x the batch's."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    _, steps, state, record = runs.open_run(reference, "latest")
+    assert record["epoch"] == 2
+    split = data.Split(record["config"]["data_dir"], "train")
+    order = data.epoch_permutation(len(split), record["config"]["seed"], 1)
+    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+    expected = []
+    for rows in (order[:4], order[4:8]):
+        model = nnx.merge(steps.graphdef_train, state.params, zeros, copy=True)
+        model.forward(steps.inputs(split.gather(rows)["images"]))
+        expected.append([np.asarray(x) / 0.1
+                         for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat))])
+    saved = [np.asarray(x) for x in jax.tree.leaves(state.batch_stats)]
+    assert len(saved) == len(expected[0]) > 0
+    for got, a, b in zip(saved, *expected):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=2e-4, atol=1e-6)
 
 
 def test_tensorboard_has_the_tags_and_values(reference):

@@ -62,6 +62,9 @@ def test_the_shipped_configs_are_valid(base):
     ({"augment__scale_min": 1.5}, "config.augment.scale_max=1.25: must be >= "
                                   "augment.scale_min (1.5)"),
     ({"augment__fill": "wrap"}, "config.augment.fill='wrap': must be one of 'zero', 'edge'"),
+    ({"precise_bn__batches": -1}, "config.precise_bn.batches=-1: must be a whole number >= 0"),
+    ({"precise_bn__batch_size": 0}, "config.precise_bn.batch_size=0: must be a whole number "
+                                    ">= 1"),
 ])
 def test_each_bad_value_names_field_value_and_what_is_allowed(fields, message):
     with pytest.raises(ConfigError) as e:
@@ -83,6 +86,11 @@ def test_the_batch_must_split_over_the_devices():
     with pytest.raises(ConfigError, match="config.batch_size=16: must be divisible by the "
                                           "3 devices"):
         validate(config_with(batch_size=16), n_devices=3)
+    # Precise BatchNorm's batches are split too, when it is on (configs/demo.py: 64 crops).
+    validate(config_with(batch_size=6, precise_bn__batch_size=64), n_devices=3)
+    with pytest.raises(ConfigError, match="config.precise_bn.batch_size=64: must be divisible "
+                                          "by the 3 devices"):
+        validate(config_with(demo, batch_size=6), n_devices=3)
 
 
 def test_stage_fields():
