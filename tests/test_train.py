@@ -13,10 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from shg_jax import data, evaluate, runs
+from shg_jax import data, evaluate, runs, train
 from shg_jax.checkpoint import Checkpoints
 
-from helpers import REPO, damage_checkpoint, read_events, tiny_train_overrides
+from helpers import (REPO, damage_checkpoint, read_events, tiny_train_config,
+                     tiny_train_overrides)
 
 MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 
@@ -28,6 +29,9 @@ MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 #: statistics before each validation (config.precise_bn: 2 batches of 4 crops).
 RUN = {"config.plateau.milestones": "(1,)", "config.augment.enabled": "True",
        "config.precise_bn.batches": "2", "config.precise_bn.batch_size": "4"}
+#: RUN's values as the config holds them once main.py has parsed the flags.
+RUN_VALUES = {"plateau.milestones": (1,), "augment.enabled": True, "precise_bn.batches": 2,
+              "precise_bn.batch_size": 4}
 
 
 def main_cmd(data_dir, workdir, *extra, **overrides):
@@ -37,6 +41,28 @@ def main_cmd(data_dir, workdir, *extra, **overrides):
 def run_main(data_dir, workdir, *extra, **overrides):
     return subprocess.run(main_cmd(data_dir, workdir, *extra, **overrides), cwd=REPO,
                           capture_output=True, text=True, timeout=600)
+
+
+def run_config(data_dir, **values):
+    """The config of `main_cmd(data_dir, ...)`, built here: RUN_VALUES and `values` (dotted
+    field -> value) set on the tiny config."""
+    config = tiny_train_config(data_dir)
+    for dotted, value in {**RUN_VALUES, **values}.items():
+        *path, last = dotted.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+def train_in_process(data_dir, workdir, capsys, **values):
+    """The run of `main_cmd(data_dir, workdir)`, trained in this process: a resume needs no
+    new interpreter, and this worker has compiled the tiny model's programs already.
+    -> what it printed."""
+    capsys.readouterr()
+    train.train_and_evaluate(run_config(data_dir, **values), workdir)
+    return capsys.readouterr().out
 
 
 def params_of(workdir, checkpoint="latest"):
@@ -210,7 +236,7 @@ KILLED_IN_SAVE = textwrap.dedent("""
 
 def test_sigkill_during_a_checkpoint_save_then_rerun_equals_uninterrupted(tiny_data,
                                                                           reference,
-                                                                          tmp_path):
+                                                                          tmp_path, capsys):
     workdir = tmp_path / "killed"
     cmd = [sys.executable, "-c", KILLED_IN_SAVE] + main_cmd(tiny_data, workdir)[2:]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -218,14 +244,13 @@ def test_sigkill_during_a_checkpoint_save_then_rerun_equals_uninterrupted(tiny_d
     # Killed inside epoch 2's save: its temporary folder is there, epoch 1's is committed.
     assert latest_epochs(workdir) == [1]
     assert [p.name for p in (workdir / "checkpoints").glob("*tmp*")], "not killed in a save"
-    out = run_main(tiny_data, workdir)
-    assert out.returncode == 0, out.stderr
-    assert "resuming" in out.stdout and "at epoch 2" in out.stdout
+    out = train_in_process(tiny_data, workdir, capsys)
+    assert "resuming" in out and "at epoch 2" in out
     assert not list((workdir / "checkpoints").glob("*tmp*"))
     assert_same_run(workdir, reference)
 
 
-def test_sigint_saves_mid_epoch_and_resumes_exactly(tiny_data, reference, tmp_path):
+def test_sigint_saves_mid_epoch_and_resumes_exactly(tiny_data, reference, tmp_path, capsys):
     workdir = tmp_path / "interrupted"
     proc = subprocess.Popen(main_cmd(tiny_data, workdir), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
@@ -237,9 +262,8 @@ def test_sigint_saves_mid_epoch_and_resumes_exactly(tiny_data, reference, tmp_pa
     assert proc.returncode == 0 and "saved a checkpoint" in stdout
     last = records(workdir)[-1]
     assert last["epoch"] == 1 and last["step_in_epoch"] > 0        # mid-epoch 2
-    out = run_main(tiny_data, workdir)
-    assert out.returncode == 0, out.stderr
-    assert f"step {last['step_in_epoch']}" in out.stdout
+    out = train_in_process(tiny_data, workdir, capsys)
+    assert f"step {last['step_in_epoch']}" in out
     # The mid-epoch save holds the part of epoch 2's loss sum already trained ...
     assert last["epoch_loss_count"] == last["step_in_epoch"] > 0
     assert last["epoch_loss_sum"] > 0
@@ -266,26 +290,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, ref
     workdir = tmp_path / "diverged"
     shutil.copytree(reference, workdir)
     before = records(workdir)[-1]["global_step"]
-    out = run_main(tiny_data, workdir, "--allow_config_change",
-                   **{"config.num_epochs": 3, "config.learning_rate": 1e38})
-    assert out.returncode == 1
-    assert "at global step" in out.stderr and "training stopped" in out.stderr
+    config = run_config(tiny_data, **{"num_epochs": 3, "learning_rate": 1e38})
+    with pytest.raises(runs.TrainingError, match="at global step .*training stopped"):
+        train.train_and_evaluate(config, workdir, allow_config_change=True)
     params, rec = params_of(workdir)
     assert rec["global_step"] == before
     assert all(np.isfinite(p).all() for p in params)
 
 
 def test_a_damaged_latest_checkpoint_is_skipped_kept_and_the_run_ends_as_uninterrupted(
-        tiny_data, reference, tmp_path):
+        tiny_data, reference, tmp_path, capsys):
     workdir = tmp_path / "damaged"
     shutil.copytree(reference, workdir)
     latest = records(workdir)[-1]["global_step"]
     damage_checkpoint(workdir / "checkpoints" / str(latest))
-    out = run_main(tiny_data, workdir)
-    assert out.returncode == 0, out.stderr
-    warnings = [line for line in out.stdout.splitlines() if line.startswith("warning:")]
+    out = train_in_process(tiny_data, workdir, capsys)
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and f"checkpoints/{latest} cannot be read" in warnings[0]
-    assert "resuming at epoch 2" in out.stdout.replace(str(workdir) + " ", "")
+    assert "resuming at epoch 2" in out.replace(str(workdir) + " ", "")
     assert (workdir / "damaged_checkpoints" / str(latest) / "state").is_dir()
     assert_same_run(workdir, reference)
 
@@ -300,9 +322,6 @@ HOLD_LOCK = textwrap.dedent("""
 
 
 def test_a_second_run_on_a_busy_workdir_is_refused_until_the_first_ends(tiny_data, tmp_path):
-    from shg_jax import train
-    from helpers import tiny_train_config
-
     workdir = tmp_path / "busy"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], cwd=REPO,
                               stdout=subprocess.PIPE, text=True)
