@@ -97,10 +97,11 @@ def records(workdir):
 
 @pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory):
-    """An uninterrupted 2-epoch run."""
+    """An uninterrupted 2-epoch run, trained in this process: its record holds the config,
+    so every comparison with a main.py run below also shows that run_config is the config
+    main.py builds from main_cmd's flags."""
     workdir = tmp_path_factory.mktemp("reference") / "run"
-    out = run_main(tiny_data, workdir)
-    assert out.returncode == 0, out.stderr
+    train.train_and_evaluate(run_config(tiny_data), workdir)
     return workdir
 
 
@@ -280,9 +281,10 @@ def test_resuming_with_another_config_is_refused_unless_allowed(tiny_data, refer
     assert out.returncode == 1
     assert "model.features: 16 in the run, 8 now" in out.stderr
     assert "plateau.patience" in out.stderr and "--allow_config_change" in out.stderr
-    out = run_main(tiny_data, workdir, "--allow_config_change",
-                   **{"config.plateau.patience": 3})
-    assert out.returncode == 0, out.stderr                     # 2 epochs done: nothing to do
+    before = records(workdir)
+    train.train_and_evaluate(run_config(tiny_data, **{"plateau.patience": 3}), workdir,
+                             allow_config_change=True)
+    assert records(workdir) == before                          # 2 epochs done: nothing to do
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, reference,
