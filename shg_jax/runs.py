@@ -41,7 +41,8 @@ class TrainingError(UserError):
 
 #: Sections added after runs were made, with the test that a new value does what those
 #: runs did without it (so they resume under today's configs).
-LATER_SECTIONS = {"augment": lambda new: isinstance(new, dict) and not new.get("enabled")}
+LATER_SECTIONS = {"augment": lambda new: isinstance(new, dict) and not new.get("enabled"),
+                  "precise_bn": lambda new: isinstance(new, dict) and not new.get("batches")}
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -231,9 +231,10 @@ def _train_epoch(steps, state, run, train_split, config, n_steps, logger, profil
 def refresh_batch_stats(steps: Steps, state, split: data.Split, config, epoch: int):
     """Precise BatchNorm (config.precise_bn): the state with every running statistic replaced
     by its mean over the first `batches` global batches of `batch_size` crops of epoch
-    `epoch`'s order of `split` (as many as it holds: _check_data asks for one), under the state's parameters.
-    The crops are not augmented: the statistics are for evaluation. Off (the state as it is)
-    when config.precise_bn is absent or batches is 0."""
+    `epoch`'s order of `split` (as many as it holds; _check_data asks for one), under the
+    state's parameters. The crops are not augmented: the statistics are for evaluation. Off
+    (the state as it is) when config.precise_bn is absent (runs made before it) or batches
+    is 0."""
     precise = config.get("precise_bn")
     if precise is None or precise.batches == 0:
         return state

@@ -177,6 +177,21 @@ def test_precise_bn_puts_the_mean_statistics_of_training_batches_in_the_checkpoi
         np.testing.assert_allclose(got, (a + b) / 2, rtol=2e-4, atol=1e-6)
 
 
+def test_a_train_split_smaller_than_one_batch_is_refused_before_training(tiny_data,
+                                                                         tmp_path):
+    n = len(data.Split(tiny_data, "train"))
+    for field, values in (("config.batch_size", {"batch_size": n + 2}),
+                          ("config.precise_bn.batch_size", {"precise_bn.batch_size": n + 2})):
+        with pytest.raises(runs.TrainingError, match=rf"has {n} samples, fewer than one batch "
+                                                     rf"of {field}={n + 2}$"):
+            train.train_and_evaluate(run_config(tiny_data, **values), tmp_path / "run")
+        assert not (tmp_path / "run" / "checkpoints").exists()
+    # Off, precise BatchNorm's batch size is not checked.
+    train._check_data(run_config(tiny_data, **{"precise_bn.batches": 0,
+                                               "precise_bn.batch_size": n + 2}),
+                      data.Split(tiny_data, "train"), 1)
+
+
 def test_tensorboard_has_the_tags_and_values(reference):
     scalars, images, files = read_events(reference / "tb")
     assert len(files) == 1

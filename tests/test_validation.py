@@ -130,13 +130,17 @@ def test_main_exits_2_with_one_line_and_writes_nothing(tmp_path, flag, line):
     assert not workdir.exists() and not (tmp_path / "data").exists()
 
 
-def test_runs_made_before_augmentation_existed_resume_under_it_switched_off():
-    """A run's recorded config without the augment section equals today's with augmentation
-    off; switched on, it is a difference (resuming would change the experiment)."""
+@pytest.mark.parametrize("section, field, on_value", [("augment", "enabled", True),
+                                                     ("precise_bn", "batches", 2)])
+def test_runs_made_before_a_section_existed_resume_under_it_switched_off(section, field,
+                                                                        on_value):
+    """A run's recorded config without a later section (augmentation, precise BatchNorm)
+    equals today's with it off; switched on, it is a difference (resuming would change the
+    experiment)."""
     old = runs.config_json(baseline.get_config())
-    del old["augment"]
+    del old[section]
     assert runs.config_differences(old, runs.config_json(baseline.get_config())) == []
     on = baseline.get_config()
-    on.augment.enabled = True
+    on[section][field] = on_value
     assert runs.config_differences(old, runs.config_json(on)) == [
-        f"augment: None in the run, {runs.config_json(on)['augment']!r} now"]
+        f"{section}: None in the run, {runs.config_json(on)[section]!r} now"]
