@@ -29,7 +29,10 @@ def xla_flags_with(*flags: str) -> str:
 
 
 def tiny_train_config(data_dir, base: str = "baseline", **extra):
-    """The config of `tiny_train_overrides`, built in-process from configs/BASE.py."""
+    """The config of `tiny_train_overrides`, built in-process from configs/BASE.py: each
+    flag's text read as main.py's config flags read it (a Python literal, "(1,)" a tuple,
+    "False" false; the text itself for a string or unset field)."""
+    import ast
     import importlib
 
     config = importlib.import_module(f"configs.{base}").get_config()
@@ -39,7 +42,8 @@ def tiny_train_config(data_dir, base: str = "baseline", **extra):
         *path, last = key.split(".")[1:]
         for p in path:
             node = node[p]
-        node[last] = type(node[last])(value) if node[last] is not None else value
+        text_field = node[last] is None or isinstance(node[last], str)
+        node[last] = value if text_field else ast.literal_eval(value)
     return config
 
 

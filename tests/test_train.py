@@ -29,9 +29,6 @@ MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
 #: statistics before each validation (config.precise_bn: 2 batches of 4 crops).
 RUN = {"config.plateau.milestones": "(1,)", "config.augment.enabled": "True",
        "config.precise_bn.batches": "2", "config.precise_bn.batch_size": "4"}
-#: RUN's values as the config holds them once main.py has parsed the flags.
-RUN_VALUES = {"plateau.milestones": (1,), "augment.enabled": True, "precise_bn.batches": 2,
-              "precise_bn.batch_size": 4}
 
 
 def main_cmd(data_dir, workdir, *extra, **overrides):
@@ -43,25 +40,17 @@ def run_main(data_dir, workdir, *extra, **overrides):
                           capture_output=True, text=True, timeout=600)
 
 
-def run_config(data_dir, **values):
-    """The config of `main_cmd(data_dir, ...)`, built here: RUN_VALUES and `values` (dotted
-    field -> value) set on the tiny config."""
-    config = tiny_train_config(data_dir)
-    for dotted, value in {**RUN_VALUES, **values}.items():
-        *path, last = dotted.split(".")
-        node = config
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return config
+def run_config(data_dir, **overrides):
+    """The config of `main_cmd(data_dir, ..., **overrides)`, built in this process."""
+    return tiny_train_config(data_dir, **{**RUN, **overrides})
 
 
-def train_in_process(data_dir, workdir, capsys, **values):
+def train_in_process(data_dir, workdir, capsys):
     """The run of `main_cmd(data_dir, workdir)`, trained in this process: a resume needs no
     new interpreter, and this worker has compiled the tiny model's programs already.
     -> what it printed."""
     capsys.readouterr()
-    train.train_and_evaluate(run_config(data_dir, **values), workdir)
+    train.train_and_evaluate(run_config(data_dir), workdir)
     return capsys.readouterr().out
 
 
@@ -180,15 +169,14 @@ def test_precise_bn_puts_the_mean_statistics_of_training_batches_in_the_checkpoi
 def test_a_train_split_smaller_than_one_batch_is_refused_before_training(tiny_data,
                                                                          tmp_path):
     n = len(data.Split(tiny_data, "train"))
-    for field, values in (("config.batch_size", {"batch_size": n + 2}),
-                          ("config.precise_bn.batch_size", {"precise_bn.batch_size": n + 2})):
+    for field in ("config.batch_size", "config.precise_bn.batch_size"):
         with pytest.raises(runs.TrainingError, match=rf"has {n} samples, fewer than one batch "
                                                      rf"of {field}={n + 2}$"):
-            train.train_and_evaluate(run_config(tiny_data, **values), tmp_path / "run")
+            train.train_and_evaluate(run_config(tiny_data, **{field: n + 2}), tmp_path / "run")
         assert not (tmp_path / "run" / "checkpoints").exists()
     # Off, precise BatchNorm's batch size is not checked.
-    train._check_data(run_config(tiny_data, **{"precise_bn.batches": 0,
-                                               "precise_bn.batch_size": n + 2}),
+    train._check_data(run_config(tiny_data, **{"config.precise_bn.batches": 0,
+                                               "config.precise_bn.batch_size": n + 2}),
                       data.Split(tiny_data, "train"), 1)
 
 
@@ -297,7 +285,7 @@ def test_resuming_with_another_config_is_refused_unless_allowed(tiny_data, refer
     assert "model.features: 16 in the run, 8 now" in out.stderr
     assert "plateau.patience" in out.stderr and "--allow_config_change" in out.stderr
     before = records(workdir)
-    train.train_and_evaluate(run_config(tiny_data, **{"plateau.patience": 3}), workdir,
+    train.train_and_evaluate(run_config(tiny_data, **{"config.plateau.patience": 3}), workdir,
                              allow_config_change=True)
     assert records(workdir) == before                          # 2 epochs done: nothing to do
 
@@ -307,7 +295,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, ref
     workdir = tmp_path / "diverged"
     shutil.copytree(reference, workdir)
     before = records(workdir)[-1]["global_step"]
-    config = run_config(tiny_data, **{"num_epochs": 3, "learning_rate": 1e38})
+    config = run_config(tiny_data, **{"config.num_epochs": 3,
+                                          "config.learning_rate": 1e38})
     with pytest.raises(runs.TrainingError, match="at global step .*training stopped"):
         train.train_and_evaluate(config, workdir, allow_config_change=True)
     params, rec = params_of(workdir)
