@@ -77,13 +77,20 @@ def _check_data(config, train_split: data.Split, n_devices: int) -> None:
         if config[name] % n_devices:
             raise TrainingError(f"config.{name}={config[name]} is not divisible by the "
                                 f"{n_devices} devices")
-    precise = config.get("precise_bn")
-    for field, size in (("batch_size", config.batch_size),
-                        ("precise_bn.batch_size", precise and precise.batches and
-                         precise.batch_size)):
-        if size and len(train_split) < size:
+    precise = _precise_bn(config)
+    sizes = [("batch_size", config.batch_size)]
+    if precise is not None:
+        sizes.append(("precise_bn.batch_size", precise.batch_size))
+    for field, size in sizes:
+        if len(train_split) < size:
             raise TrainingError(f"the train split of {config.data_dir} has {len(train_split)} "
                                 f"samples, fewer than one batch of config.{field}={size}")
+
+
+def _precise_bn(config):
+    """config.precise_bn when it is on; None when off (batches 0, or a run made before it)."""
+    precise = config.get("precise_bn")
+    return precise if precise is not None and precise.batches else None
 
 
 def global_step(state) -> int:
@@ -235,8 +242,8 @@ def refresh_batch_stats(steps: Steps, state, split: data.Split, config, epoch: i
     state's parameters. The crops are not augmented: the statistics are for evaluation. Off
     (the state as it is) when config.precise_bn is absent (runs made before it) or batches
     is 0."""
-    precise = config.get("precise_bn")
-    if precise is None or precise.batches == 0:
+    precise = _precise_bn(config)
+    if precise is None:
         return state
     batches = data.train_batches(split, precise.batch_size, seed=config.seed, epoch=epoch,
                                  process_index=jax.process_index(),

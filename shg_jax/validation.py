@@ -178,8 +178,9 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
     flip_shift = _get(config, "decode.flip_shift")
     if flip_shift not in (None, _ABSENT) and not _is_number(flip_shift):
         _fail("decode.flip_shift", flip_shift, "None (derived) or a finite number of cells")
-    divided = ["batch_size"] + (["precise_bn.batch_size"]
-                                if _get(config, "precise_bn.batches") not in (0, _ABSENT) else [])
+    divided = ["batch_size"]
+    if _get(config, "precise_bn.batches") not in (0, _ABSENT):
+        divided.append("precise_bn.batch_size")
     for field in divided:
         if n_devices and _get(config, field) % n_devices:
             _fail(field, _get(config, field),

@@ -295,8 +295,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, ref
     workdir = tmp_path / "diverged"
     shutil.copytree(reference, workdir)
     before = records(workdir)[-1]["global_step"]
-    config = run_config(tiny_data, **{"config.num_epochs": 3,
-                                          "config.learning_rate": 1e38})
+    config = run_config(tiny_data, **{"config.num_epochs": 3, "config.learning_rate": 1e38})
     with pytest.raises(runs.TrainingError, match="at global step .*training stopped"):
         train.train_and_evaluate(config, workdir, allow_config_change=True)
     params, rec = params_of(workdir)
