@@ -39,10 +39,11 @@ class TrainingError(UserError):
     """Training cannot go on (non-finite loss, config mismatch); the message says why."""
 
 
-#: Sections added after runs were made, with the test that a new value does what those
-#: runs did without it (so they resume under today's configs).
+#: Sections and fields added after runs were made, with the test that a new value does what
+#: those runs did without it (so they resume under today's configs).
 LATER_SECTIONS = {"augment": lambda new: isinstance(new, dict) and not new.get("enabled"),
-                  "precise_bn": lambda new: isinstance(new, dict) and not new.get("batches")}
+                  "precise_bn": lambda new: isinstance(new, dict) and not new.get("batches"),
+                  "model.head": lambda new: new == "thesis"}
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

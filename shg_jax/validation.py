@@ -21,6 +21,7 @@ from shg_jax.errors import UserError
 from shg_jax.heatmap import HEATMAP_STYLES
 from shg_jax.models.layers import BIAS_INITS, BN_RUNNING_VARS
 from shg_jax.models.residual import RESIDUAL_SKIPS
+from shg_jax.models.stacked import HEADS
 from shg_jax.skeleton import N_JOINTS
 
 OPTIMIZERS = ("rmsprop", "sgd")
@@ -129,6 +130,7 @@ RULES = {
     "model.ae_channels": ints_at_least(1),
     "model.ae_code_size": int_at_least(1),
     "model.autoencoder_every_stack": boolean(),
+    "model.head": one_of(HEADS),
     "model.dtype": one_of(DTYPES),
     "model.bias_init": one_of(BIAS_INITS),
     "model.bn_running_var": one_of(BN_RUNNING_VARS),

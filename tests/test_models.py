@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from shg_jax.models import BottleneckAutoencoder, Residual, build_model, model_config
+from shg_jax.models.stacked import Head
 
 
 def n_params(module) -> int:
@@ -107,6 +108,37 @@ def test_tiny_shapes(tiny):
     heatmaps, bottlenecks = tiny["forward"](tiny["state"], tiny["images"], True)
     assert heatmaps.shape == (1, 4, 16, 16, 17)
     assert [b.shape for b in bottlenecks] == [(4, 4, 4, 16)] * 3
+
+
+@pytest.mark.parametrize("style", ["thesis", "newell"])
+def test_head_widths_and_the_features_it_hands_the_merge(style):
+    """config.model.head: the thesis reads the heatmaps from 17 rectified maps and hands the
+    merge its residual's features; Newell's head reads them from F rectified maps and hands
+    the merge those. Runs recorded before the field have the thesis head."""
+    head = Head(16, 8, 17, skip="identity", style=style, rngs=nnx.Rngs(0))
+    width = 17 if style == "thesis" else 16
+    assert head.last_conv_1.kernel[...].shape == (1, 1, 16, width)
+    assert head.last_conv_2.kernel[...].shape == (1, 1, width, 17)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
+    heatmaps, features = nnx.jit(lambda h, x: h(x))(head, x)
+
+    @nnx.jit
+    def by_hand(h, x):
+        residual = h.last_res(x)
+        rectified = nnx.relu(h.bn_last(h.last_conv_1(residual)))
+        return h.last_conv_2(rectified), residual, rectified
+
+    expected, residual, rectified = by_hand(head, x)
+    np.testing.assert_allclose(heatmaps, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features, residual if style == "thesis" else rectified,
+                               rtol=1e-5, atol=1e-6)
+    assert heatmaps.shape == (2, 8, 8, 17) and features.shape == (2, 8, 8, 16)
+    recorded = tiny_config()
+    del recorded["head"]
+    built = nnx.eval_shape(lambda: build_model(recorded))
+    assert built.heads[0].last_conv_2.kernel.shape == (1, 1, 17, 17)
+    with pytest.raises(ValueError, match="head must be one of"):
+        Head(16, 8, 17, skip="identity", style="hrnet", rngs=nnx.Rngs(0))
 
 
 def test_encode_then_decode_equals_forward(tiny):

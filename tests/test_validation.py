@@ -46,6 +46,7 @@ def test_the_shipped_configs_are_valid(base):
     ({"model__dtype": "float16"}, "config.model.dtype='float16': must be one of 'float32', "
                                   "'bfloat16'"),
     ({"model__n_joints": 16}, "config.model.n_joints=16: must be one of 17"),
+    ({"model__head": "hrnet"}, "config.model.head='hrnet': must be one of 'thesis', 'newell'"),
     ({"heatmap__style": "foo"}, "config.heatmap.style='foo': must be one of 'thesis', 'newell'"),
     ({"heatmap__sigma_visible": 0.0}, "config.heatmap.sigma_visible=0.0: must be a finite"),
     ({"plateau__milestones": (5, 0)}, "config.plateau.milestones=(5, 0): must be a tuple of "
@@ -130,17 +131,27 @@ def test_main_exits_2_with_one_line_and_writes_nothing(tmp_path, flag, line):
     assert not workdir.exists() and not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("section, field, on_value", [("augment", "enabled", True),
-                                                     ("precise_bn", "batches", 2)])
-def test_runs_made_before_a_section_existed_resume_under_it_switched_off(section, field,
+@pytest.mark.parametrize("later, field, on_value", [("augment", "augment.enabled", True),
+                                                     ("precise_bn", "precise_bn.batches", 2),
+                                                     ("model.head", "model.head", "newell")])
+def test_runs_made_before_a_section_existed_resume_under_it_switched_off(later, field,
                                                                         on_value):
-    """A run's recorded config without a later section (augmentation, precise BatchNorm)
-    equals today's with it off; switched on, it is a difference (resuming would change the
-    experiment)."""
+    """A run's recorded config without a later section or field (augmentation, precise
+    BatchNorm, the head's style) equals today's with it off (the thesis' head); switched on,
+    it is a difference (resuming would change the experiment)."""
+    def node(tree, dotted):
+        *parents, last = dotted.split(".")
+        for part in parents:
+            tree = tree[part]
+        return tree, last
+
     old = runs.config_json(baseline.get_config())
-    del old[section]
+    parent, last = node(old, later)
+    del parent[last]
     assert runs.config_differences(old, runs.config_json(baseline.get_config())) == []
     on = baseline.get_config()
-    on[section][field] = on_value
+    parent, last = node(on, field)
+    parent[last] = on_value
+    parent, last = node(runs.config_json(on), later)
     assert runs.config_differences(old, runs.config_json(on)) == [
-        f"{section}: None in the run, {runs.config_json(on)[section]!r} now"]
+        f"{later}: None in the run, {parent[last]!r} now"]

@@ -15,24 +15,36 @@ from shg_jax.models.hourglass import CODE_LAYER, Hourglass
 from shg_jax.models.residual import Residual
 
 
-class Head(nnx.Module):
-    """Residual -> conv1x1 F->J -> BN -> ReLU -> conv1x1 J->J (thesis head).
+HEADS = ("thesis", "newell")
 
-    Returns (heatmaps (B, H, W, J), the residual's features (B, H, W, F) for the merge).
+
+class Head(nnx.Module):
+    """Residual -> conv1x1 F->W -> BN -> ReLU -> conv1x1 W->J.
+
+    `style="thesis"` (the thesis' head): W = J, so every heatmap is a mix of 17 rectified
+    maps, and the merge takes the residual's features. `style="newell"` (an extension: Newell's
+    `lin` layer): W = F, the heatmaps are read from F rectified maps, and the merge takes them
+    (pose-hg-train's hg.lua). Same attribute names; only the widths differ.
+
+    Returns (heatmaps (B, H, W, J), features (B, H, W, F) for the merge).
     """
 
     def __init__(self, features: int, mid_features: int, n_joints: int, *,
-                 skip: str, rngs: nnx.Rngs, dtype: Any = None):
+                 skip: str, style: str = "thesis", rngs: nnx.Rngs, dtype: Any = None):
+        if style not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {style!r}")
+        width = n_joints if style == "thesis" else features
+        self.newell = style == "newell"
         self.last_res = Residual(features, features, mid_features, skip=skip,
                                  rngs=rngs, dtype=dtype)
-        self.last_conv_1 = layers.conv(features, n_joints, 1, rngs=rngs, dtype=dtype)
-        self.bn_last = layers.batch_norm(n_joints, rngs=rngs, dtype=dtype)
-        self.last_conv_2 = layers.conv(n_joints, n_joints, 1, rngs=rngs, dtype=dtype)
+        self.last_conv_1 = layers.conv(features, width, 1, rngs=rngs, dtype=dtype)
+        self.bn_last = layers.batch_norm(width, rngs=rngs, dtype=dtype)
+        self.last_conv_2 = layers.conv(width, n_joints, 1, rngs=rngs, dtype=dtype)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         features = self.last_res(x)
         y = nnx.relu(self.bn_last(self.last_conv_1(features)))
-        return self.last_conv_2(y), features
+        return self.last_conv_2(y), y if self.newell else features
 
 
 class Merge(nnx.Module):
@@ -68,7 +80,8 @@ class StackedHourglass(nnx.Module):
                  residual_skip: str = "conv3x3", n_joints: int = 17,
                  use_skip_connections: bool = True, input_size: int = 256,
                  autoencoder: bool = False, ae_channels=(192, 128, 64), ae_code_size: int = 50,
-                 autoencoder_every_stack: bool = False, dtype: Any = None, rngs: nnx.Rngs):
+                 autoencoder_every_stack: bool = False, head: str = "thesis",
+                 dtype: Any = None, rngs: nnx.Rngs):
         latent_size = input_size // 4 // 2 ** depth
         if latent_size < 1 or input_size % (4 * 2 ** depth):
             raise ValueError(f"input_size {input_size} must be a multiple of 4 * 2**depth "
@@ -93,7 +106,7 @@ class StackedHourglass(nnx.Module):
                       residual_skip=residual_skip, autoencoder=make_ae(s), rngs=rngs,
                       dtype=dtype)
             for s in range(n_stacks)])
-        self.heads = nnx.List([Head(features, mid_features, n_joints, **res)
+        self.heads = nnx.List([Head(features, mid_features, n_joints, style=head, **res)
                                for _ in range(n_stacks)])
         self.merges = nnx.List([Merge(features, n_joints, rngs=rngs, dtype=dtype)
                                 for _ in range(n_stacks - 1)])
@@ -151,7 +164,11 @@ class StackedHourglass(nnx.Module):
 MODEL_FIELDS = ("n_stacks", "depth", "n_bottleneck", "features", "mid_features",
                 "stem_features", "residual_skip", "n_joints", "use_skip_connections",
                 "input_size", "autoencoder", "ae_channels", "ae_code_size",
-                "autoencoder_every_stack", "dtype")
+                "autoencoder_every_stack", "head", "dtype")
+
+
+#: Fields added after runs were recorded, with the value those runs had.
+LATER_FIELDS = {"head": "thesis"}
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -160,14 +177,15 @@ def model_config() -> ml_collections.ConfigDict:
         n_stacks=1, depth=4, n_bottleneck=3, features=256, mid_features=128,
         stem_features=256, residual_skip="conv3x3", n_joints=17, use_skip_connections=True,
         input_size=256, autoencoder=False, ae_channels=(192, 128, 64), ae_code_size=50,
-        autoencoder_every_stack=False, dtype="float32",
+        autoencoder_every_stack=False, head="thesis", dtype="float32",
         bias_init="pytorch",                 # PyTorch's U(+-1/sqrt(fan_in)); or "zeros"
         bn_running_var="unbiased"))          # PyTorch's n/(n-1) update; or "biased" (flax)
 
 
 def build_model(config: ml_collections.ConfigDict, seed: int = 0) -> StackedHourglass:
     """Builds a StackedHourglass from a `model_config()`-shaped ConfigDict."""
-    kwargs = {k: config[k] for k in MODEL_FIELDS}
+    kwargs = {k: config.get(k, LATER_FIELDS[k]) if k in LATER_FIELDS else config[k]
+              for k in MODEL_FIELDS}
     kwargs["ae_channels"] = tuple(kwargs["ae_channels"])
     kwargs["dtype"] = None if kwargs["dtype"] == "float32" else jnp.dtype(kwargs["dtype"])
     model = StackedHourglass(**kwargs, rngs=nnx.Rngs(seed))
