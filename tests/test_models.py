@@ -335,16 +335,17 @@ def test_newell_config_parameter_count():
     """configs/newell.py's 8-stack model, counted from its parts: residual(in, out) = BN(in),
     1x1 in->128, BN, 3x3 128->128, BN, 1x1 128->out (+ a 1x1 in->out skip when in != out);
     stem conv7x7 3->64 + BN + residual(64, 256) + 2 residuals; per stack 14 residuals (2 per
-    level, 3 at the bottleneck, 3 in the decoder) and the head; 7 merges."""
+    level, 3 at the bottleneck, 3 in the decoder) and Newell's head (residual, 1x1 256->256,
+    BN, 1x1 256->17); 7 merges."""
     from configs import newell
 
     def residual(i, o, m=128):
         return 2 * i + (i * m + m) + 2 * m + (9 * m * m + m) + 2 * m + (m * o + o) + (
             i * o + o if i != o else 0)
 
-    head = residual(256, 256) + (256 * 17 + 17) + 2 * 17 + (17 * 17 + 17)
+    head = residual(256, 256) + (256 * 256 + 256) + 2 * 256 + (256 * 17 + 17)
     stem = (3 * 49 * 64 + 64) + 2 * 64 + residual(64, 256) + 2 * residual(256, 256)
     merge = (256 * 256 + 256) + (17 * 256 + 256)
     expected = stem + 8 * (14 * residual(256, 256) + head) + 7 * merge
     # Built for real: nnx.eval_shape takes minutes over 8 stacks, eager building seconds.
-    assert n_params(build_model(newell.get_config().model)) == expected == 26_918_696
+    assert n_params(build_model(newell.get_config().model)) == expected == 27_446_408
