@@ -15,8 +15,9 @@ milestones, an extension), and the flip test in validation and evaluation
 
 Crop mode: the thesis' own rule. It drops the synthetic figures it cannot centre (48 %: the
 figures fill most of the photo height), so 3,400 photos give 2,934 crops (crop_mode
-"square" keeps nearly all, about 1.8 times as many); per minute of CPU that trains better. On a 2-core AMD EPYC, figures lit
-from the right (the data before v5), learning rate 1e-3, no flip test: thesis crops, val PCK
+"square" keeps nearly all, about 1.8 times as many); per minute of CPU that trains better.
+On a 2-core AMD EPYC, figures lit from the right (the data before v5), learning rate 1e-3,
+no flip test: thesis crops, val PCK
 0.7856 after 7 epochs in 8.6 min; square crops, 6 epochs, no milestones: 0.7276 in 13 min.
 With v5's figures lit from either side (README): 0.7191 at 1e-3, 0.7703 at 2e-3, 0.7667 at
 4e-3; 0.7857 at 2e-3 with the flip test. The val splits differ: the thesis rule keeps 194 of

@@ -21,6 +21,7 @@ import ml_collections
 from shg_jax import data
 from shg_jax.checkpoint import CheckpointError, Checkpoints, DamagedCheckpoint
 from shg_jax.errors import UserError
+from shg_jax.models.stacked import LATER_FIELDS
 from shg_jax.steps import DEFAULT_DECODE, Steps
 from shg_jax.validation import validate
 
@@ -43,7 +44,8 @@ class TrainingError(UserError):
 #: those runs did without it (so they resume under today's configs).
 LATER_SECTIONS = {"augment": lambda new: isinstance(new, dict) and not new.get("enabled"),
                   "precise_bn": lambda new: isinstance(new, dict) and not new.get("batches"),
-                  "model.head": lambda new: new == "thesis"}
+                  **{f"model.{name}": (lambda new, old=old: new == old)
+                     for name, old in LATER_FIELDS.items()}}
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
