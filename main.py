@@ -18,6 +18,13 @@ Example (the demo: synthetic data, a small hourglass, 7 epochs on a CPU):
 import os
 import sys
 
+from shg_jax import cpu_flags
+
+if __name__ == "__main__":
+    # Huge pages for malloc (shg_jax/cpu_flags.py): restarts before the imports below, which
+    # the new process would make again.
+    cpu_flags.restart_with_hugepage_malloc()
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags

@@ -28,6 +28,11 @@ import os
 import resource
 import time
 
+from shg_jax import cpu_flags
+
+if __name__ == "__main__":
+    cpu_flags.restart_with_hugepage_malloc()    # as main.py: time what training runs
+
 import jax
 import numpy as np
 from absl import app, flags
@@ -142,6 +147,7 @@ def main(argv) -> None:
     print(f"device          {jax.local_device_count()} x {device.device_kind} "
           f"({jax.default_backend()}), jax {jax.__version__}")
     print(f"XLA_FLAGS       {os.environ.get('XLA_FLAGS', '')}")
+    print(f"GLIBC_TUNABLES  {os.environ.get('GLIBC_TUNABLES', '')}")
     print(f"config          {config_flags.get_config_filename(FLAGS['config'])}, "
           f"{FLAGS.steps} timed steps")
     print("| dtype | batch | augment | trace | compile | train images/s | inference images/s | GFLOP/image "

@@ -2,6 +2,7 @@
 bfloat16 compute mode (bf16 activations, float32 parameters, optimizer state, BN statistics)."""
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from shg_jax import cpu_flags
 from shg_jax.cpu_flags import CPU_DEFAULTS, YNN_FLAG
 
 from helpers import REPO, jaxpr_equations
@@ -48,6 +50,61 @@ def test_cpu_default_not_applied_after_jax_started():
     proc = run_python("import jax; jax.devices()\n" + SHOW_FLAGS)
     assert shown_flags(proc) == ""
     assert "JAX started before shg_jax was imported" in proc.stderr
+
+
+GLIBC = ("glibc", "2.36")
+
+
+@pytest.mark.parametrize("environ, libc, mode, expected", [
+    ({}, GLIBC, "madvise", "glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, GLIBC, "madvise",
+     "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    ({}, ("glibc", "2.35"), "madvise", "glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, GLIBC, "madvise", None),   # the user's
+    ({"SHG_JAX_XLA_DEFAULTS": "0"}, GLIBC, "madvise", None),
+    ({}, ("glibc", "2.34"), "madvise", None),     # no such tunable yet
+    ({}, ("", ""), "madvise", None),              # musl, macOS
+    ({}, GLIBC, "always", None),                  # huge pages come without asking
+    ({}, GLIBC, "never", None),
+    ({}, GLIBC, None, None),                      # no THP file
+])
+def test_hugepage_tunables_rules(environ, libc, mode, expected):
+    assert cpu_flags.hugepage_tunables(environ, libc, mode) == expected
+
+
+def test_thp_mode_reads_the_bracketed_mode(tmp_path):
+    (tmp_path / "enabled").write_text("always [madvise] never\n")
+    assert cpu_flags.thp_mode(str(tmp_path / "enabled")) == "madvise"
+    assert cpu_flags.thp_mode(str(tmp_path / "missing")) is None
+
+
+RESTART = """
+    import os, sys
+    from shg_jax import cpu_flags
+    print("RUN", os.getpid(), sys.argv[1:], os.environ.get("GLIBC_TUNABLES"), flush=True)
+    cpu_flags.restart_with_hugepage_malloc()
+    print("KEPT", flush=True)
+"""
+
+
+def test_restart_with_hugepage_malloc_reruns_the_same_command_once():
+    """Where this machine qualifies, the command runs twice in one process (same pid and
+    arguments), the second time with the tunable, and restarts no more; elsewhere it runs on."""
+    env = {k: v for k, v in python_env().items() if k != "GLIBC_TUNABLES"}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(RESTART), "--flag", "x y"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    expected = cpu_flags.hugepage_tunables(env, platform.libc_ver(), cpu_flags.thp_mode())
+    if expected is None:
+        assert [line.split()[0] for line in lines] == ["RUN", "KEPT"]
+        assert lines[0].endswith("['--flag', 'x y'] None")
+    else:
+        assert [line.split()[0] for line in lines] == ["RUN", "RUN", "KEPT"]
+        first, second = (line.split(maxsplit=2) for line in lines[:2])
+        assert first[1] == second[1]                                  # same process
+        assert first[2] == "['--flag', 'x y'] None"
+        assert second[2] == f"['--flag', 'x y'] {expected}"
 
 
 GRADS = """
