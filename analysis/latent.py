@@ -20,6 +20,11 @@ import argparse
 import re
 import sys
 
+from shg_jax import cpu_flags
+
+if __name__ == "__main__":
+    cpu_flags.restart_with_hugepage_malloc()    # before the imports below (main.py)
+
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image

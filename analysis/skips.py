@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import sys
 
+from shg_jax import cpu_flags
+
+if __name__ == "__main__":
+    cpu_flags.restart_with_hugepage_malloc()    # before the imports below (main.py)
+
 import jax
 import numpy as np
 

@@ -35,6 +35,11 @@ import json
 import pathlib
 import sys
 
+from shg_jax import cpu_flags
+
+if __name__ == "__main__":
+    cpu_flags.restart_with_hugepage_malloc()    # before the imports below (main.py)
+
 import numpy as np
 from PIL import Image, ImageDraw
 
