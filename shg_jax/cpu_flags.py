@@ -19,9 +19,11 @@ large by mmap and returns them on free, so every step faults in fresh 4 KiB page
 spent a fifth of its CPU time in the kernel (69 M page faults in 5 1/2 minutes). With the
 tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc asks for transparent huge pages
 (madvise), 2 MiB per fault: 24x fewer faults, 56 -> 65 train images/s on a 2-core Intel Xeon
-(benchmarks/README.md). `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` turns it off alone. glibc reads GLIBC_TUNABLES only when a process starts, so the
-training and benchmark commands restart themselves once with it set
-(`restart_with_hugepage_malloc`, before JAX is imported), only where the kernel hands out
+(benchmarks/README.md). `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` turns it off alone.
+glibc reads GLIBC_TUNABLES only when a process starts, so the commands that run the model
+(main.py, shg_jax.evaluate, shg_jax.predict, analysis.latent, analysis.skips,
+benchmarks.train_step) restart themselves once with it set (`restart_with_hugepage_malloc`,
+before JAX is imported), only where the kernel hands out
 huge pages on request (transparent_hugepage "madvise"; with "always" they come anyway), never
 when GLIBC_TUNABLES already names the tunable, and never with SHG_JAX_XLA_DEFAULTS=0.
 Importing shg_jax never restarts anything.
