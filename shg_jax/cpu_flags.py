@@ -23,9 +23,9 @@ tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc asks for transparent hug
 glibc reads GLIBC_TUNABLES only when a process starts, so the commands that run the model
 (main.py, shg_jax.evaluate, shg_jax.predict, analysis.latent, analysis.skips,
 benchmarks.train_step) restart themselves once with it set (`restart_with_hugepage_malloc`,
-before JAX is imported), only where the kernel hands out
-huge pages on request (transparent_hugepage "madvise"; with "always" they come anyway), never
-when GLIBC_TUNABLES already names the tunable, and never with SHG_JAX_XLA_DEFAULTS=0.
+before JAX is imported), only where the kernel hands out huge pages on request
+(transparent_hugepage "madvise"; with "always" they come anyway), never when GLIBC_TUNABLES
+already names the tunable, and never with SHG_JAX_XLA_DEFAULTS=0.
 Importing shg_jax never restarts anything.
 """
 
