@@ -3,20 +3,19 @@
     python main.py --config=configs/baseline.py --workdir=runs/baseline
         [--config.field=value ...] [--allow_config_change] [--profile_dir DIR]
 
-flags, jax.distributed, the synthetic data of configs that ask for it (data_prep.cache),
-then `train.train_and_evaluate(config, workdir)`, which also runs the autoencoder's stages
-(--config.stage=pretrain | finetune | scratch, configs/autoencoder.py).
+flags, jax.distributed, the config's validation, the synthetic data of configs that ask for
+it (data_prep.cache), then `train.run_stage(config, workdir)`, which runs the stage the
+config names (--config.stage=pretrain | finetune | scratch, configs/autoencoder.py).
 Rerunning a command resumes its workdir from the latest checkpoint. TensorBoard:
     tensorboard --logdir runs/
 Several hosts: the same command on every host, with --coordinator_address, --num_processes
 and --process_id (or under SLURM, which JAX detects by itself); see the README.
 
-Example (the demo: synthetic data, a small hourglass, 7 epochs on a CPU):
+Example (the demo: synthetic data, a small hourglass, 5 epochs on a CPU):
     python main.py --config=configs/demo.py --workdir=runs/demo
 """
 
 import os
-import sys
 
 from shg_jax import cpu_flags
 
@@ -30,11 +29,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from data_prep.cache import ensure_synthetic
-from shg_jax import train
-from shg_jax.cli import parse_absl_flags
-from shg_jax.data import DataError
+from shg_jax import cli, train
 from shg_jax.errors import UserError
-from shg_jax.validation import ConfigError, validate
+from shg_jax.validation import validate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -61,23 +58,21 @@ def init_distributed() -> None:
         jax.distributed.initialize()
 
 
-def main(argv):
+@cli.command
+def main(argv) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise UserError(f"unexpected arguments {argv[1:]}: every setting is a --flag "
+                        f"(python main.py --help)")
     logging.set_verbosity(logging.WARNING)
     init_distributed()
     config = FLAGS.config
-    try:
-        validate(config, jax.device_count())
-        if config.synthetic is not None:
-            config.data_dir = ensure_synthetic(config)
-        train.train_and_evaluate(config, FLAGS.workdir,
-                                 allow_config_change=FLAGS.allow_config_change,
-                                 profile_dir=FLAGS.profile_dir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, (ConfigError, DataError)) else 1)   # bad input: 2
+    validate(config, jax.device_count())
+    if config.synthetic is not None:
+        config.data_dir = ensure_synthetic(config)
+    train.run_stage(config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change,
+                    profile_dir=FLAGS.profile_dir)
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_absl_flags)
+    app.run(main, flags_parser=cli.parse_absl_flags)

@@ -21,11 +21,11 @@ import numpy as np
 
 from analysis import figures
 from analysis import pca as pca_lib
-from analysis.common import add_kmeans_arguments, kmeans_sweep
+from analysis.common import add_kmeans_arguments, check_ks, kmeans_sweep
 from shg_jax.latents import extract
 from analysis.report import Report
 from shg_jax import cli, data
-from shg_jax.evaluate import evaluate_split
+from shg_jax.evaluation import evaluate_split
 from shg_jax.models import CODE_LAYER
 from shg_jax.runs import open_run
 
@@ -71,41 +71,41 @@ def parse_args(argv=None):
     cli.add_run_arguments(p, split="test", many=True)
     p.add_argument("--latent-split", default="train", choices=cli.SPLIT_NAMES,
                    help="split whose latents PCA and K-Means use")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
-                   help="crops per forward pass")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", default=64,
+                   type=cli.whole_number(1), help="crops per forward pass")
     add_kmeans_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     return p.parse_args(argv)
 
 
-@cli.guard
+@cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = pathlib.Path(args.out)
+    runs = []
+    for workdir in args.workdir:                   # every run opened before any work
+        config, steps, state, record = open_run(workdir, args.checkpoint, args.data_dir)
+        latent_split = data.Split(config.data_dir, args.latent_split)
+        check_ks(args.ks, len(latent_split), f"the {args.latent_split} split of {workdir}")
+        runs.append((workdir, config, steps, state, record, latent_split))
     report = Report(out, "SHG vs SHG + autoencoder: " + ", ".join(args.workdir))
     rows, pcas = [], {}
-    try:
-        for i, workdir in enumerate(args.workdir):
-            config, steps, state, record = open_run(workdir, args.checkpoint, args.data_dir)
-            name = f"{workdir} ({args.checkpoint})"
-            result = evaluate_split(steps, state, data.Split(config.data_dir, args.split),
-                                    args.batch_size, desc=f"{name} {args.split}")
-            rows.append({"run": name, "workdir": str(workdir), "model": model_kind(config),
-                         "epoch": record["epoch"], "split": args.split,
-                         "pck": {k: result[f"{k}/pck"] for key, _ in SUBSETS
-                                 for k in (key, f"thesis_{key}")},
-                         "loss": result["loss"], "samples": result["count"]})
-            layer = CODE_LAYER if config.model.autoencoder else config.model.n_bottleneck
-            latents = extract(steps, state, data.Split(config.data_dir, args.latent_split),
-                              layer, out / f"run{i}", batch_size=args.batch_size,
-                              checkpoint={"workdir": str(workdir),
-                                          "step": record["global_step"]})
-            label = f"{name}: " + ("autoencoder code" if layer == CODE_LAYER
-                                   else f"bottleneck residual {layer}")
-            pcas[label] = (pca_lib.fit(latents.latents), latents, layer)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for i, (workdir, config, steps, state, record, latent_split) in enumerate(runs):
+        name = f"{workdir} ({cli.checkpoint_label(workdir, args.checkpoint, record)})"
+        result = evaluate_split(steps, state, data.Split(config.data_dir, args.split),
+                                args.batch_size, desc=f"{name} {args.split}")
+        rows.append({"run": name, "workdir": str(workdir), "model": model_kind(config),
+                     "epoch": record.epoch, "split": args.split,
+                     "pck": {k: result[f"{k}/pck"] for key, _ in SUBSETS
+                             for k in (key, f"thesis_{key}")},
+                     "loss": result["loss"], "samples": result["count"]})
+        layer = CODE_LAYER if config.model.autoencoder else config.model.n_bottleneck
+        latents = extract(steps, state, latent_split, layer, out / f"run{i}",
+                          batch_size=args.batch_size,
+                          checkpoint={"workdir": str(workdir), "step": record.global_step})
+        label = f"{name}: " + ("autoencoder code" if layer == CODE_LAYER
+                               else f"bottleneck residual {layer}")
+        pcas[label] = (pca_lib.fit(latents.latents), latents, layer)
 
     report.section(f"PCK on the {args.split} split")
     table = markdown_table(rows, args.split)

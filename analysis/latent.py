@@ -17,6 +17,7 @@ beside the numbers behind it; DIR/index.html shows them all.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 
@@ -31,14 +32,14 @@ from PIL import Image
 
 from analysis import cluster, figures
 from analysis import pca as pca_lib
-from analysis.common import (add_kmeans_arguments, add_run_arguments, gt_overlays,
-                             kmeans_sweep, open_run_split)
+from analysis.common import (add_kmeans_arguments, add_run_arguments, check_ks,
+                             gt_overlays, kmeans_sweep, open_run_split)
 from shg_jax.latents import Latents, extract
 from analysis.report import Report
 from shg_jax import cli
 from shg_jax.draw import draw_skeleton
 from shg_jax.heatmap import decode_heatmaps
-from shg_jax.models import latent_layer
+from shg_jax.models import CODE_LAYER, latent_layer, latent_layers, latent_shape
 from shg_jax.progress import timed
 
 WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
@@ -64,27 +65,43 @@ def parse_components(spec: str) -> list[int | str]:
 
 
 def resolve_components(components, dimension: int) -> list[int]:
-    """1-based components that exist in `dimension`, 'last' = dimension, in order, once."""
+    """1-based components, 'last' = dimension, in order, once; each must exist in
+    `dimension` (`check_components` refuses the others before any work)."""
     out = []
     for c in components:
         c = dimension if c == "last" else c
-        if c <= dimension and c not in out:
+        if c not in out:
             out.append(c)
     return out
 
 
+def check_components(components, dimension: int) -> None:
+    beyond = [c for c in components if c != "last" and c > dimension]
+    if beyond:
+        raise cli.ArgumentError(f"--components {','.join(map(str, beyond))}: the latent has "
+                                f"{dimension} dimensions, so components run from 1 to "
+                                f"{dimension} ('last' = {dimension})")
+
+
+def parse_subset(spec: str) -> str:
+    """A --subset value: 'all', 'full-annotated' or 'random:N' (N >= 1)."""
+    m = re.fullmatch(r"random:(\d+)", spec)
+    if spec in ("all", "full-annotated") or (m and int(m.group(1)) >= 1):
+        return spec
+    raise argparse.ArgumentTypeError(f"must be all, full-annotated or random:N (N >= 1), "
+                                     f"got {spec!r}")
+
+
 def select(latents: Latents, spec: str, seed: int) -> np.ndarray:
-    """Rows of a subset: 'all', 'full-annotated' (all 17 joints labelled) or 'random:N'."""
+    """Rows of a subset (`parse_subset`): 'all', 'full-annotated' (all 17 joints labelled)
+    or 'random:N'."""
     n = len(latents.image_id)
     if spec == "all":
         return np.arange(n)
     if spec == "full-annotated":
         return np.nonzero(np.asarray(latents.n_labelled) == latents.keypoints.shape[1])[0]
-    m = re.fullmatch(r"random:(\d+)", spec)
-    if m:
-        k = min(int(m.group(1)), n)
-        return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
-    raise ValueError(f"--subset must be all, full-annotated or random:N, got {spec!r}")
+    k = min(int(spec.split(":")[1]), n)
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
 
 
 def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split, args):
@@ -194,7 +211,7 @@ def _cluster_figures(report: Report, x: np.ndarray, coords: np.ndarray, sweep, s
 def skeleton_thumbnails(steps, keypoints: np.ndarray, size: int) -> list[np.ndarray]:
     """The skeletons of the ground-truth heatmaps' argmax joints (the thesis' thumbnails), drawn
     on white at the crop size: (N, J, 3) crop keypoints -> N (size, size, 3) uint8 images."""
-    xy, peak = decode_heatmaps(steps.targets(jnp.asarray(keypoints)), input_size=size)
+    xy, peak = decode_heatmaps(steps.codec.targets(jnp.asarray(keypoints)), input_size=size)
     kps = np.concatenate([np.asarray(xy), np.where(np.asarray(peak) > 0, 2.0, 0.0)[..., None]],
                          axis=-1)
     return [np.asarray(draw_skeleton(Image.new("RGB", (size, size), "white"), k,
@@ -222,9 +239,9 @@ def parse_args(argv=None):
     p = cli.parser("python -m analysis.latent", __doc__,
                    "python -m analysis.latent --ckpt runs/demo --out reports/latent --split train")
     add_run_arguments(p)
-    p.add_argument("--layer", default="3", type=latent_layer,
+    p.add_argument("--layer", default="3", type=latent_layer_flag,
                    help="bottleneck residual 1, 2, 3, or 'code' (autoencoder models)")
-    p.add_argument("--subset", action="append",
+    p.add_argument("--subset", action="append", type=parse_subset,
                    help="full-annotated | random:N | all; repeatable (default: "
                         "full-annotated, random:10000 and all)")
     p.add_argument("--components", default=COMPONENTS, type=parse_components,
@@ -233,20 +250,41 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-@cli.guard
+def latent_layer_flag(text: str) -> int | str:
+    """A --layer value: a bottleneck residual's number or 'code' (checked against the run's
+    model by `check_layer`)."""
+    try:
+        layer = latent_layer(text)
+    except ValueError:
+        layer = 0
+    if layer != CODE_LAYER and layer < 1:
+        raise argparse.ArgumentTypeError(f"must be a bottleneck residual's number (1, 2, "
+                                         f"...) or 'code', got {text!r}")
+    return layer
+
+
+def check_layer(layer, model_config) -> None:
+    layers = latent_layers(model_config)
+    if layer not in layers:
+        raise cli.ArgumentError(f"--layer {layer}: the run's model has latents at "
+                                f"{', '.join(map(str, layers))} only ('code' needs the "
+                                f"autoencoder); pick one of those")
+
+
+@cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
     config, steps, state, record, split = open_run_split(args)
-    report = Report(args.out, f"Latent space: {args.workdir} ({args.checkpoint}, epoch "
-                              f"{record['epoch']}), {args.split} split, layer {args.layer}")
-    try:
-        latents = extract(steps, state, split, args.layer, args.out, batch_size=args.batch_size,
-                          checkpoint={"workdir": str(args.workdir), "step": record["global_step"]})
-        for spec in args.subset or ["full-annotated", "random:10000", "all"]:
-            analyse_subset(report, latents, spec, steps=steps, split=split, args=args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_layer(args.layer, config.model)
+    check_components(args.components, math.prod(latent_shape(config.model, args.layer)))
+    check_ks(args.ks, len(split), f"the {args.split} split")
+    label = cli.checkpoint_label(args.workdir, args.checkpoint, record)
+    report = Report(args.out, f"Latent space: {args.workdir} ({label}, epoch "
+                              f"{record.epoch}), {args.split} split, layer {args.layer}")
+    latents = extract(steps, state, split, args.layer, args.out, batch_size=args.batch_size,
+                      checkpoint={"workdir": str(args.workdir), "step": record.global_step})
+    for spec in args.subset or ["full-annotated", "random:10000", "all"]:
+        analyse_subset(report, latents, spec, steps=steps, split=split, args=args)
     print(f"wrote {report.write_index()}")
     return 0
 

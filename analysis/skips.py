@@ -34,7 +34,7 @@ def ablation_function(steps):
     def fn(state, batch):
         model = steps.eval_model(state)
         images = steps.inputs(batch["images"])
-        target = steps.targets(batch["keypoints"])
+        target = steps.codec.targets(batch["keypoints"])
         out = {}
         for name, use in (("with", True), ("without", False)):
             pred = model(images, use_skips=use)
@@ -65,21 +65,25 @@ def run_ablation(steps, state, split: data.Split, batch_size: int, limit: int | 
     return {k: np.concatenate(v) for k, v in keep.items()}
 
 
-@cli.guard
+@cli.command
 def main(argv=None) -> int:
     p = cli.parser("python -m analysis.skips", __doc__,
                    "python -m analysis.skips --ckpt runs/demo --out reports/skips --split val")
     add_run_arguments(p)
-    p.add_argument("--limit", type=int, help="only the first N samples of the split")
-    p.add_argument("--grid", type=int, default=20, help="samples in the grid figure")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples drawn")
+    p.add_argument("--limit", type=cli.whole_number(1),
+                   help="only the first N samples of the split")
+    p.add_argument("--grid", type=cli.whole_number(1), default=20,
+                   help="samples in the grid figure")
+    p.add_argument("--seed", type=cli.whole_number(0), default=0,
+                   help="seed of the samples drawn")
     args = p.parse_args(argv)
     config, steps, state, record, split = open_run_split(args)
     res = run_ablation(steps, state, split, args.batch_size, args.limit)
     has = res["has"]
     with_skips, without = res["with"][has], res["without"][has]
-    report = Report(args.out, f"Skip-connection ablation: {args.workdir} ({args.checkpoint}, "
-                              f"epoch {record['epoch']}), {args.split} split")
+    label = cli.checkpoint_label(args.workdir, args.checkpoint, record)
+    report = Report(args.out, f"Skip-connection ablation: {args.workdir} ({label}, "
+                              f"epoch {record.epoch}), {args.split} split")
     summary = {"samples": int(has.sum()), "mean_pck_with_skips": float(with_skips.mean()),
                "mean_pck_without_skips": float(without.mean())}
     report.figure(figures.pck_histograms(with_skips, without), "pck_histograms.png",

@@ -69,6 +69,7 @@ def _sweep(path: str, ks: list, impl: str, n_init: int, max_iter: int,
                  device_peak(), sweep.best_k, list(zip(sweep.ks, sweep.inertias, sweep.silhouettes))))
 
 
+@cli.command
 def main(argv=None) -> None:
     p = cli.parser("python -m benchmarks.analysis", __doc__,
                    "python -m benchmarks.analysis --rows 10000 --dims 4096 --ks 2-10 "

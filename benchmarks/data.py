@@ -39,6 +39,7 @@ def time_reader(data_dir: pathlib.Path, batch: int, epochs: int) -> tuple[int, f
     return n, time.perf_counter() - start
 
 
+@cli.command
 def main(argv=None) -> None:
     p = cli.parser("python -m benchmarks.data", __doc__,
                    "python -m benchmarks.data --images 400 --workers 1 2")

@@ -62,7 +62,7 @@ def _write_shard(job: tuple) -> int:
     return stop - start
 
 
-@cli.guard
+@cli.command
 def main(argv=None) -> int:
     p = cli.parser("python -m benchmarks.full_split", __doc__,
                    "python -m benchmarks.full_split --src runs/data --out /tmp/big")

@@ -40,6 +40,7 @@ from ml_collections import config_flags
 
 from shg_jax import cli, placement
 from shg_jax.convert import THESIS_MEAN_RGB
+from shg_jax.errors import UserError
 from shg_jax.steps import Steps
 
 FLAGS = flags.FLAGS
@@ -132,17 +133,18 @@ def measure(config, dtype: str, batch_size: int, augment: str, profile: str | No
             f"{planned_memory(train):.1f} GiB | {peak_memory()} |")
 
 
-def main(argv) -> None:
+@cli.command
+def main(argv) -> int:
     del argv
     dtypes = FLAGS.dtype
     if any(d not in DTYPES for d in dtypes):
-        raise app.UsageError(f"--dtype takes {', '.join(DTYPES)}; got {','.join(dtypes)}")
+        raise UserError(f"--dtype takes {', '.join(DTYPES)}; got {','.join(dtypes)}")
     if any(a not in ("off", "on") for a in FLAGS.augment):
-        raise app.UsageError(f"--augment takes off, on; got {','.join(FLAGS.augment)}")
+        raise UserError(f"--augment takes off, on; got {','.join(FLAGS.augment)}")
     try:
         batches = sorted(int(b) for b in FLAGS.batch)
     except ValueError:
-        raise app.UsageError(f"--batch takes whole numbers; got {','.join(FLAGS.batch)}")
+        raise UserError(f"--batch takes whole numbers; got {','.join(FLAGS.batch)}")
     device = jax.local_devices()[0]
     print(f"device          {jax.local_device_count()} x {device.device_kind} "
           f"({jax.default_backend()}), jax {jax.__version__}")
@@ -171,6 +173,7 @@ def main(argv) -> None:
                 profile = None
             if not fits:
                 break
+    return 0
 
 
 if __name__ == "__main__":

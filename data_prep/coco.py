@@ -391,7 +391,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-@cli.guard
+@cli.command
 def main(argv=None) -> int:
     return run(parse_args(argv))
 

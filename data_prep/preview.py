@@ -35,7 +35,7 @@ def preview_grid(split: data.Split, indices) -> Image.Image:
     return grid
 
 
-@cli.guard
+@cli.command
 def main(argv=None) -> int:
     p = cli.parser("python -m data_prep.preview", __doc__,
                    "python -m data_prep.preview ~/data/coco_prepared/train --n 16 --out "

@@ -294,6 +294,7 @@ def generate(out, *, train: int, val: int, seed: int = 0, size: int = 256) -> pa
     return out
 
 
+@cli.command
 def main(argv=None) -> int:
     p = cli.parser("python -m data_prep.synthetic", __doc__,
                    "python -m data_prep.synthetic --out ~/data/synthetic --train 2000 --val 300")

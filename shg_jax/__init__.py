@@ -1,7 +1,7 @@
-"""shg-jax: the Stacked Hourglass of Andersen (2021) in JAX/Flax NNX."""
+"""shg-jax: the Stacked Hourglass of Andersen (2021) in JAX/Flax NNX.
 
-from shg_jax.cpu_flags import apply_cpu_defaults
+Importing any module of shg_jax, data_prep or analysis changes nothing in the process; the
+commands set it up first thing (shg_jax.cli.command).
+"""
 
 __version__ = "0.1.0"
-
-apply_cpu_defaults()

@@ -174,10 +174,10 @@ def write_checkpoint(model: StackedHourglass, config, workdir, mean_rgb) -> None
     """Saves the converted model as the `latest` and `best` checkpoints of a fresh run, so
     evaluate, predict and the analyses open it like a trained one."""
     from shg_jax import fileio
+    from shg_jax.bookkeeping import config_json
     from shg_jax.checkpoint import Checkpoints, RunRecord
     from shg_jax.schedule import PlateauSchedule
     from shg_jax.steps import Steps
-    from shg_jax.runs import config_json
 
     steps = Steps(config, mean_rgb)
     state = steps.init_state()
@@ -188,7 +188,8 @@ def write_checkpoint(model: StackedHourglass, config, workdir, mean_rgb) -> None
                                                           state.batch_stats)[0].sharding))
     record = RunRecord(config=config_json(config),
                        schedule=PlateauSchedule.from_config(config).to_dict(),
-                       mean_rgb=[float(m) for m in mean_rgb], converted_from="thesis PyTorch")
+                       mean_rgb=[float(m) for m in mean_rgb], label_offset_x=0.0,
+                       converted_from="thesis PyTorch")
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpts = Checkpoints(workdir)
@@ -197,24 +198,22 @@ def write_checkpoint(model: StackedHourglass, config, workdir, mean_rgb) -> None
     fileio.write_json(workdir / "config.json", record.config)
 
 
-def main(argv):
+@cli.command
+def main(argv) -> int:
     from absl import flags
     del argv
     f = flags.FLAGS
-    try:
-        shg = load_state_dict(f.state_dict)
-        ae = load_state_dict(f.autoencoder) if f.autoencoder else None
-        config = f.config
-        if (ae is not None or any(k.startswith(AE_PREFIX) for k in shg)):
-            config.model.autoencoder = True
-        model = from_thesis_state_dict(shg, config, ae)
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    shg = load_state_dict(f.state_dict)
+    ae = load_state_dict(f.autoencoder) if f.autoencoder else None
+    config = f.config
+    if (ae is not None or any(k.startswith(AE_PREFIX) for k in shg)):
+        config.model.autoencoder = True
+    model = from_thesis_state_dict(shg, config, ae)
     mean = [float(v) for v in f.mean_rgb.split(",")]
     write_checkpoint(model, config, f.workdir, mean)
     print(f"wrote {f.workdir}/checkpoints: {config.model.n_stacks}-stack model"
           f"{' with autoencoder' if config.model.autoencoder else ''}, mean RGB {mean}")
+    return 0
 
 
 if __name__ == "__main__":

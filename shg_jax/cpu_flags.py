@@ -1,5 +1,6 @@
-"""CPU defaults: an XLA:CPU flag that makes the training step about 2.6x faster (issue 10),
-and huge pages for glibc's malloc, another 15 % for the small demo model.
+"""CPU defaults: an XLA:CPU flag that makes the training step about 2.6x faster, and huge
+pages for glibc's malloc, another 15 % for the small demo model. Commands apply both, first
+thing (shg_jax.cli.command); importing a module applies neither.
 
 jaxlib 0.10 routes CPU convolutions through YNNPACK. YNNPACK's forward convolutions are
 slower than XLA's Eigen ones on the thesis' shapes, and the kernel gradient (which XLA
@@ -9,7 +10,7 @@ with `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` gives 1.2 
 (benchmarks/README.md). Dots, elementwise and reductions keep YNNPACK. The mathematics is the
 same; results differ by float rounding only.
 
-Rules: the flag is added to XLA_FLAGS only if the user has not set that flag themselves, only
+Rules: the flag is added to XLA_FLAGS (by `apply_cpu_defaults`) only if the user has not set that flag themselves, only
 while no JAX backend has started (XLA reads XLA_FLAGS once, at backend start), only for the
 jaxlib versions it was measured on (an unknown flag is a fatal error in XLA), and never when
 SHG_JAX_XLA_DEFAULTS=0. It only concerns the CPU backend: XLA:GPU ignores XLA:CPU flags.
@@ -26,7 +27,6 @@ benchmarks.train_step) restart themselves once with it set (`restart_with_hugepa
 before JAX is imported), only where the kernel hands out huge pages on request
 (transparent_hugepage "madvise"; with "always" they come anyway), never when GLIBC_TUNABLES
 already names the tunable, and never with SHG_JAX_XLA_DEFAULTS=0.
-Importing shg_jax never restarts anything.
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ def apply_cpu_defaults() -> bool:
         return False
     xla_bridge = sys.modules.get("jax._src.xla_bridge")     # no backend without JAX imported
     if xla_bridge is not None and xla_bridge.backends_are_initialized():
-        warnings.warn(f"JAX started before shg_jax was imported, so {CPU_DEFAULTS} is not "
-                      "applied and CPU training runs ~2.6x slower; import shg_jax first or "
-                      "put the flag in XLA_FLAGS yourself.", stacklevel=3)
+        warnings.warn(f"JAX started before the command set up its process, so {CPU_DEFAULTS} "
+                      "is not applied and CPU training runs ~2.6x slower; call "
+                      "shg_jax.cli.prepare_process() first or put the flag in XLA_FLAGS "
+                      "yourself.", stacklevel=3)
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEFAULTS}".strip()
     return True

@@ -160,7 +160,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-@cli.guard
+@cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
     source = pathlib.Path(args.image)
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
 
     people_per_photo = topdown.predict_photos(
         photos(), topdown.RunHeatmaps(steps, state), input_size=config.model.input_size,
-        crop_mode=crop_mode, subpixel=steps.subpixel)
+        crop_mode=crop_mode, subpixel=steps.codec.subpixel)
     for people in people_per_photo:
         job, image = loaded.popleft()
         if job.box_scores is not None:
@@ -220,8 +220,10 @@ def main(argv=None) -> int:
                         "picture": str(pictures[job.path]),
                         "people": [p.to_json() for p in people]})
         print(f"{job.path}: {len(people)} person(s) -> {pictures[job.path]}")
-    fileio.write_json(json_path, {"workdir": str(args.workdir), "checkpoint": args.checkpoint,
-                                  "epoch": record["epoch"],
+    fileio.write_json(json_path, {"workdir": str(args.workdir),
+                                  "checkpoint": cli.checkpoint_label(args.workdir,
+                                                                     args.checkpoint, record),
+                                  "epoch": record.epoch,
                                   "crop_mode": crop_mode,
                                   "decode": config.decode.to_dict(),
                                   "images": results, "skipped": failed})

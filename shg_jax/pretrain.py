@@ -6,9 +6,11 @@ Stage 1, `pretrain(config, workdir, train_latents, val_latents, source)`: the au
 the 3rd bottleneck residual — from a noisy copy x + noise * x * N(0, 1). Thesis recipe in
 `config.pretrain`: SGD momentum 0.9, lr 5e-4 halved every 25 epochs, batch 16, MSE (mean over
 every value), 100 epochs. Validation loss (no noise) after every epoch; checkpoints as in
-training, ranked by validation loss only (`latest`, `best_loss`); TensorBoard under WORKDIR/tb. The latents themselves come
-by shg_jax.latents (`pretraining_latents`, through `pretrain_from_run`, which
-train.train_and_evaluate runs for config.stage="pretrain"), as for the analyses.
+training, ranked by validation loss only (`latest`, `best_loss`); TensorBoard under
+WORKDIR/tb. It is a `shg_jax.loop` stage (`AutoencoderStage`), so it resumes, saves on
+Ctrl-C and stops on a non-finite loss as SHG training does. The latents come by
+shg_jax.latents (`AutoencoderStage.from_run`, which train.train_and_evaluate runs for
+config.stage="pretrain"), as for the analyses.
 
 Stage 2, `finetune_state(steps, config)`: the first state of the fine-tuning run: every SHG
 parameter and BatchNorm statistic from the SHG checkpoint that stage 1 was trained on, the
@@ -17,7 +19,6 @@ autoencoder from the stage-1 checkpoint, a fresh optimizer.
 
 from __future__ import annotations
 
-import math
 import pathlib
 from typing import Any, NamedTuple
 
@@ -28,27 +29,18 @@ import numpy as np
 import optax
 from flax import nnx
 
-from shg_jax import data, fileio
-from shg_jax import placement
+from shg_jax import data, loop, placement
+from shg_jax.bookkeeping import TrainingError, log, workdir_lock
 from shg_jax.checkpoint import CheckpointError, Checkpoints, RunRecord
 from shg_jax.latents import pretraining_latents
-from shg_jax.models.autoencoder import BottleneckAutoencoder
-from shg_jax.progress import Progress
-from shg_jax.runs import TrainingError, config_json, interrupt_flag, log, resume_latest
+from shg_jax.models import BottleneckAutoencoder, latent_shape
 from shg_jax.steps import Steps, TrainState, with_learning_rate
-from shg_jax.summary import SummaryLogger
 
 
 class AEState(NamedTuple):
     step: jax.Array          # int32 scalar
     params: Any              # nnx.State of the autoencoder's nnx.Param
     opt_state: Any
-
-
-def latent_shape(model_config) -> tuple[int, int, int]:
-    """(h, w, F) of the bottleneck latent: input_size / 4 / 2**depth, features."""
-    side = model_config.input_size // 4 // 2 ** model_config.depth
-    return side, side, model_config.features
 
 
 def halving_learning_rate(config: ml_collections.ConfigDict, epoch: int) -> float:
@@ -115,100 +107,90 @@ def validation_loss(ae: AutoencoderSteps, params, latents: np.ndarray, batch: in
     return total / max(count, 1)
 
 
-def _train_epoch(ae: AutoencoderSteps, state: AEState, latents: np.ndarray,
-                 config: ml_collections.ConfigDict, epoch: int) -> tuple[AEState, float]:
-    """One shuffled pass over the latents (the last incomplete batch dropped); returns the
-    state and the mean training loss (read back once, at the end)."""
-    p = config.pretrain
-    n_steps = data.steps_per_epoch(len(latents), p.batch_size, train=True)
-    order = data.epoch_permutation(len(latents), config.seed, epoch)
-    losses = []
-    with Progress(n_steps, f"autoencoder epoch {epoch + 1}/{p.num_epochs}",
-                  unit="latent") as progress:
-        for i in range(n_steps):
-            rows = np.sort(order[i * p.batch_size:(i + 1) * p.batch_size])
-            state, loss = ae.train_step(state, np.asarray(latents[rows], np.float32))
-            losses.append(loss)
-            progress.update(1, count=p.batch_size)
-    return state, float(np.mean(placement.to_host(losses)))
+class AutoencoderStage:
+    """Stage 1 for shg_jax.loop: the autoencoder alone on latents (N, h, w, F) in memory or
+    memory-mapped, one shuffled pass an epoch (the last incomplete batch dropped), the
+    halving learning rate set at each epoch's start, validation loss (no noise) at its end.
+    `source` (workdir, kind, step of the SHG checkpoint the latents came from) goes into
+    every record for stage 2."""
 
+    name, unit, epoch_prefix, step_summaries = "autoencoder epoch", "latent", "ae/", False
+    best = ("best_loss",)
 
-def pretrain_from_run(config: ml_collections.ConfigDict, workdir, *,
-                      allow_config_change: bool = False) -> dict:
-    """Stage 1 from the config alone (what `train.train_and_evaluate` runs for
-    config.stage="pretrain"): the latents of the SHG in config.init_from
-    (config.init_checkpoint), extracted into WORKDIR/latents and reused on rerun, then
-    `pretrain` on them."""
-    if not config.init_from:
-        raise TrainingError("--config.stage=pretrain needs --config.init_from=SHG_WORKDIR")
-    train_lat, val_lat, source = pretraining_latents(
-        config.init_from, config.init_checkpoint, config.data_dir, workdir,
-        batch_size=config.pretrain.extract_batch_size)
-    shape = (-1,) + latent_shape(config.model)
-    return pretrain(config, workdir, train_lat.latents.reshape(shape),
-                    val_lat.latents.reshape(shape), source,
-                    allow_config_change=allow_config_change)
+    def __init__(self, config: ml_collections.ConfigDict, train_latents: np.ndarray,
+                 val_latents: np.ndarray, source: dict):
+        if jax.process_count() > 1:
+            raise TrainingError("autoencoder pretraining runs in one process; start it "
+                                "without --num_processes (it is small: latents, not images)")
+        p = config.pretrain
+        shape = latent_shape(config.model)
+        for name, lat in (("train", train_latents), ("val", val_latents)):
+            if lat.shape[1:] != shape:
+                raise TrainingError(f"{name} latents have shape {lat.shape[1:]}, the "
+                                    f"autoencoder of config.model expects {shape}")
+        if len(train_latents) < p.batch_size:
+            raise TrainingError(f"{len(train_latents)} training latents, fewer than one "
+                                f"batch of {p.batch_size}")
+        self.config, self.source = config, source
+        self.train_latents, self.val_latents = train_latents, val_latents
+        self.ae = AutoencoderSteps(config)
+        self.num_epochs, self.batch_size = p.num_epochs, p.batch_size
+        self.steps_per_epoch = data.steps_per_epoch(len(train_latents), p.batch_size,
+                                                    train=True)
+
+    @classmethod
+    def from_run(cls, config: ml_collections.ConfigDict, workdir) -> "AutoencoderStage":
+        """The stage on the latents of the SHG in config.init_from (config.init_checkpoint),
+        extracted into WORKDIR/latents once and reused on rerun."""
+        train_lat, val_lat, source = pretraining_latents(
+            config.init_from, config.init_checkpoint, config.data_dir, workdir,
+            batch_size=config.pretrain.extract_batch_size)
+        shape = (-1,) + latent_shape(config.model)
+        return cls(config, train_lat.latents.reshape(shape), val_lat.latents.reshape(shape),
+                   source)
+
+    def init_state(self) -> AEState:
+        return self.ae.init_state()
+
+    def start(self, state):
+        return state
+
+    def resume(self, state, record: RunRecord):
+        return state
+
+    def begin_epoch(self, state, epoch: int):
+        return with_learning_rate(state, halving_learning_rate(self.config, epoch))
+
+    def batches(self, epoch: int, start_step: int):
+        order = data.epoch_permutation(len(self.train_latents), self.config.seed, epoch)
+        for i in range(start_step, self.steps_per_epoch):
+            rows = np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
+            yield np.asarray(self.train_latents[rows], np.float32)
+
+    def train_step(self, state, latents):
+        return self.ae.train_step(state, latents)
+
+    def end_epoch(self, state, epoch: int, logger):
+        return state, {"val_loss": validation_loss(self.ae, state.params, self.val_latents,
+                                                   self.batch_size)}
+
+    def record_fields(self) -> dict:
+        return {"source": self.source}
+
+    @staticmethod
+    def describe(m: dict) -> str:
+        return f"val loss {m['val_loss']:.4g}"
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir, train_latents: np.ndarray,
              val_latents: np.ndarray, source: dict, *, allow_config_change: bool = False
              ) -> dict:
-    """Stage 1: trains config.pretrain.num_epochs epochs on latents (N, h, w, F), resuming
-    from WORKDIR's latest checkpoint. `source` (workdir, kind, step of the SHG checkpoint the
-    latents came from) is stored in every checkpoint for stage 2. Returns the history."""
-    if jax.process_count() > 1:
-        raise TrainingError("autoencoder pretraining runs in one process; start it without "
-                            "--num_processes (it is small: latents, not images)")
-    p = config.pretrain
-    shape = latent_shape(config.model)
-    for name, lat in (("train", train_latents), ("val", val_latents)):
-        if lat.shape[1:] != shape:
-            raise TrainingError(f"{name} latents have shape {lat.shape[1:]}, the autoencoder "
-                                f"of config.model expects {shape}")
-    if len(train_latents) < p.batch_size:
-        raise TrainingError(f"{len(train_latents)} training latents, fewer than one batch "
-                            f"of {p.batch_size}")
+    """Stage 1 on given latents (N, h, w, F): config.pretrain.num_epochs epochs in WORKDIR,
+    resuming it; returns {"history", "interrupted", "state"}."""
+    stage = AutoencoderStage(config, train_latents, val_latents, source)
     workdir = pathlib.Path(workdir)
-    ae = AutoencoderSteps(config)
-    ckpts = Checkpoints(workdir, keep=config.keep_checkpoints, best=("best_loss",))
-    state = ae.init_state()
-    history, best_loss, epoch = [], math.inf, 0
-    state, record = resume_latest(ckpts, state, config, workdir, allow_config_change)
-    if record is not None:
-        history, epoch = record["history"], record["epoch"]
-        best_loss = math.inf if record["best_loss"] is None else record["best_loss"]
-        log(f"resuming {workdir} at epoch {epoch + 1}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    fileio.write_json(workdir / "config.json", config_json(config))
-    logger = SummaryLogger(workdir / "tb")
-    try:
-        with interrupt_flag() as interrupted:
-            while epoch < p.num_epochs and not interrupted["stop"]:
-                lr = halving_learning_rate(config, epoch)
-                state = with_learning_rate(state, lr)
-                state, train_loss = _train_epoch(ae, state, train_latents, config, epoch)
-                if not math.isfinite(train_loss):
-                    raise TrainingError(f"autoencoder loss is {train_loss} in epoch "
-                                        f"{epoch + 1}; the last good checkpoint is kept")
-                val_loss = validation_loss(ae, state.params, val_latents, p.batch_size)
-                epoch += 1
-                history.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
-                                    learning_rate=lr, global_step=int(state.step)))
-                logger.scalars({"ae/train_loss": train_loss, "ae/val_loss": val_loss,
-                                "ae/learning_rate": lr}, epoch)
-                logger.flush()
-                best = val_loss < best_loss
-                best_loss = min(best_loss, val_loss)
-                record = RunRecord(config=config_json(config), epoch=epoch,
-                                   global_step=int(state.step), history=history,
-                                   best_loss=best_loss, source=source)
-                ckpts.save(state, record, metrics={"val_loss": val_loss})
-                log(f"autoencoder epoch {epoch}: train loss {train_loss:.4g}, val loss "
-                    f"{val_loss:.4g}, lr {lr:.3g}" + (", best" if best else ""), flush=True)
-    finally:
-        ckpts.wait()
-        logger.close()
-    return {"history": history, "interrupted": epoch < p.num_epochs, "state": state}
+    with workdir_lock(workdir):
+        return loop.run(stage, config, workdir, allow_config_change=allow_config_change)
 
 
 def _flat(state) -> dict:
@@ -226,16 +208,16 @@ def finetune_state(steps: Steps, config: ml_collections.ConfigDict) -> TrainStat
         stage1 = Checkpoints(config.init_from, read_only=True)
         step = stage1.find(config.init_checkpoint)
         record = stage1.record(step)
-        if record.get("source") is None:
+        if record.source is None:
             raise TrainingError(f"{config.init_from} is not an autoencoder pretraining run "
                                 f"(stage 1); run --config.stage=pretrain first")
-        ae_config = ml_collections.ConfigDict(record["config"])
+        ae_config = ml_collections.ConfigDict(record.config)
         ae_state, _ = stage1.restore(step, AutoencoderSteps(ae_config).init_state())
-        src = record["source"]
+        src = record.source
         shg = Checkpoints(src["workdir"], read_only=True)
         shg_record = shg.record(src["step"])
-        shg_steps = Steps(ml_collections.ConfigDict(shg_record["config"]),
-                          shg_record["mean_rgb"], steps.mesh)
+        shg_steps = Steps(ml_collections.ConfigDict(shg_record.config), shg_record.mean_rgb,
+                          steps.mesh)
         shg_state, _ = shg.restore(src["step"], shg_steps.init_state())
     except CheckpointError as e:
         raise TrainingError(f"config.init_from: {e}") from e

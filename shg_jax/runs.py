@@ -1,202 +1,81 @@
-"""Runs: opening a trained run for evaluation, prediction and analysis (`open_run`), and the
-bookkeeping the training loops (shg_jax.train, shg_jax.pretrain) share: the config check on
-resume, Ctrl-C handling, and logging on process 0."""
+"""Opening a trained run for evaluation, prediction and analysis: `open_run(path)` -> its
+config, compiled steps, restored state and record, for every command that reads a run.
+
+A run is named by its workdir (WORKDIR, with checkpoints/ inside) and a checkpoint name
+(best | latest | best_loss | an epoch number), or by one checkpoint folder of it
+(WORKDIR/checkpoints/STEP), which names its checkpoint itself.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import fcntl
-import json
-import os
 import pathlib
-import signal
-import socket
-
 from typing import Any, NamedTuple
 
-import jax
 import ml_collections
 
-from shg_jax import data
-from shg_jax.checkpoint import CheckpointError, Checkpoints, DamagedCheckpoint
-from shg_jax.errors import UserError
-from shg_jax.models.stacked import LATER_FIELDS
-from shg_jax.steps import DEFAULT_DECODE, Steps
+from shg_jax.checkpoint import CheckpointError, Checkpoints, RunRecord
+from shg_jax.steps import Steps
 from shg_jax.validation import validate
-
-#: Config fields that may change when a run is resumed; any other difference is refused.
-RESUMABLE_FIELDS = ("num_epochs", "log_every_steps", "keep_checkpoints", "num_tb_images",
-                    "data_dir", "eval_batch_size", "synthetic", "pretrain.num_epochs", "decode")
-
-
-def log(*args, **kwargs) -> None:
-    """print() on process 0 only."""
-    if jax.process_index() == 0:
-        print(*args, **kwargs)
-
-
-class TrainingError(UserError):
-    """Training cannot go on (non-finite loss, config mismatch); the message says why."""
-
-
-#: Sections and fields added after runs were made, with the test that a new value does what
-#: those runs did without it (so they resume under today's configs).
-LATER_SECTIONS = {"augment": lambda new: isinstance(new, dict) and not new.get("enabled"),
-                  "precise_bn": lambda new: isinstance(new, dict) and not new.get("batches"),
-                  **{f"model.{name}": (lambda new, old=old: new == old)
-                     for name, old in LATER_FIELDS.items()}}
-
-
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ (missing fields included)."""
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        name = prefix + key
-        if name in RESUMABLE_FIELDS or (a is None and name in LATER_SECTIONS
-                                        and LATER_SECTIONS[name](b)):
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += config_differences(a, b, name + ".")
-        elif a != b:
-            diffs.append(f"{name}: {a!r} in the run, {b!r} now")
-    return diffs
-
-
-def config_json(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json())
-
-
-@contextlib.contextmanager
-def interrupt_flag():
-    """SIGINT sets flag['stop'] instead of raising; a second SIGINT raises as usual."""
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-        log("\ninterrupted: saving a checkpoint at the next step (Ctrl-C again to abort)",
-              flush=True)
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:                                   # not the main thread
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir):
-    """Holds WORKDIR/.lock for one training run (process 0): a second run started on the same
-    workdir is refused while the first one lives, instead of both writing checkpoints. An
-    advisory flock, so the kernel releases it when the holder exits however it dies
-    (SIGKILL included): a killed run never leaves a stale lock."""
-    if jax.process_index() != 0:
-        yield
-        return
-    path = pathlib.Path(workdir) / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise TrainingError(f"{workdir} is in use by another training run ({holder}); "
-                                f"wait for it to end, or use another --workdir") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
-                f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def check_config(run_config: dict, config: ml_collections.ConfigDict, workdir,
-                 allow_change: bool) -> list[str]:
-    """Refuses to resume `workdir` (made with `run_config`) under a different config unless
-    allowed; returns the differing fields."""
-    diffs = config_differences(run_config, config_json(config))
-    if diffs and not allow_change:
-        raise TrainingError(f"{workdir} was made with a different config; differing "
-                            f"fields:\n  " + "\n  ".join(diffs) +
-                            "\nuse another --workdir, or --allow_config_change to resume")
-    return diffs
-
-
-def resume_latest(ckpts: Checkpoints, state, config: ml_collections.ConfigDict, workdir,
-                  allow_change: bool) -> tuple[Any, dict | None]:
-    """Where both training loops start: WORKDIR's newest readable checkpoint restored in the
-    layout of `state` (after the config check) and its record, or (state, None) for a new
-    run. A damaged checkpoint (a killed disk, a truncated copy) is skipped with one line and
-    moved to WORKDIR/damaged_checkpoints/, never deleted; when none is readable the run
-    stops with the first one's reason."""
-    damaged = []
-    for step in reversed(ckpts.steps()):
-        try:
-            check_config(ckpts.record(step)["config"], config, workdir, allow_change)
-            restored = ckpts.restore(step, state)
-        except DamagedCheckpoint as e:
-            damaged.append(e)
-            continue
-        except CheckpointError as e:            # another model under --allow_config_change
-            raise TrainingError(f"cannot resume: {e}") from e
-        for e in damaged:
-            moved = ckpts.set_aside(e.step)
-            log(f"warning: {e}; moved it to {moved} (kept, not deleted) and resuming from "
-                f"step {step}")
-        return restored
-    if damaged:
-        raise TrainingError(f"no readable checkpoint in {ckpts.root}: {damaged[0]}; move "
-                            f"the folder aside to start this run again from scratch")
-    return state, None
 
 
 class OpenRun(NamedTuple):
     config: ml_collections.ConfigDict    # the run's config (data_dir and decode as asked)
     steps: Steps                         # the compiled steps for that config
     state: Any                           # the restored TrainState
-    record: dict                         # the checkpoint's record (epoch, history, ...)
+    record: RunRecord                    # the checkpoint's record (epoch, history, ...)
 
 
-def open_run(workdir, checkpoint: str = "best", data_dir=None, *, flip: bool | None = None,
-             subpixel: bool | None = None, flip_shift: float | None = None) -> OpenRun:
-    """A trained run's checkpoint (best | latest | best_loss | an epoch number), ready to
-    evaluate, predict or analyse. `data_dir` replaces the run's; `flip` / `subpixel` /
-    `flip_shift` override its config.decode (None keeps it). The mean RGB and label offset
-    come from the record, or, for runs made before the record held them, from the data."""
+def is_checkpoint_folder(path) -> bool:
+    """Whether `path` names one checkpoint (WORKDIR/checkpoints/STEP), not a workdir."""
+    path = pathlib.Path(path)
+    return path.parent.name == "checkpoints" and path.name.isdigit()
+
+
+def workdir_of(path) -> pathlib.Path:
+    """The workdir of a workdir, of its checkpoints/ folder or of one checkpoint folder."""
+    path = pathlib.Path(path)
+    if is_checkpoint_folder(path):
+        return path.parent.parent
+    if path.name == "checkpoints" and not (path / "checkpoints").is_dir():
+        return path.parent
+    return path
+
+
+def locate(path, checkpoint: str | None = None) -> tuple[pathlib.Path, int]:
+    """(workdir, step) of a run's checkpoint: `path` is a workdir (`checkpoint`, default
+    "best", picks one of its checkpoints) or one checkpoint folder WORKDIR/checkpoints/STEP
+    (then `checkpoint` must be None or name that same folder)."""
+    path, workdir = pathlib.Path(path), workdir_of(path)
+    if is_checkpoint_folder(path):
+        step = int(path.name)
+        ckpts = Checkpoints(workdir, read_only=True)
+        if step not in ckpts.steps():
+            raise CheckpointError(f"{path} is not a checkpoint of {workdir} (its checkpoints: "
+                                  f"steps {ckpts.steps()})")
+        if checkpoint is not None and ckpts.find(checkpoint) != step:
+            raise CheckpointError(f"--checkpoint {checkpoint} names another checkpoint than "
+                                  f"the folder {path}: give the workdir {workdir} with "
+                                  f"--checkpoint, or the folder alone")
+        return workdir, step
+    return workdir, Checkpoints(workdir, read_only=True).find(checkpoint or "best")
+
+
+def open_run(path, checkpoint: str | None = None, data_dir=None, *,
+             flip: bool | None = None, subpixel: bool | None = None,
+             flip_shift: float | None = None) -> OpenRun:
+    """A trained run's checkpoint (see `locate`), ready to evaluate, predict or analyse.
+    `data_dir` replaces the run's; `flip` / `subpixel` / `flip_shift` override its
+    config.decode (None keeps it). The mean RGB and label offset come from the record."""
+    workdir, step = locate(path, checkpoint)
     ckpts = Checkpoints(workdir, read_only=True)
-    step = ckpts.find(checkpoint)
     record = ckpts.record(step)
-    config = ml_collections.ConfigDict(record["config"])
+    config = ml_collections.ConfigDict(record.config)
     if data_dir:
         config.data_dir = str(data_dir)
-    config.decode = ml_collections.ConfigDict(config.get("decode") or DEFAULT_DECODE)
     for name, value in (("flip", flip), ("subpixel", subpixel), ("flip_shift", flip_shift)):
         if value is not None:
             config.decode[name] = value
     validate(config)
-    mean, offset = record.get("mean_rgb"), record.get("label_offset_x")
-    if mean is None or offset is None:
-        try:
-            meta = data.load_meta(config.data_dir)
-        except data.DataError:
-            if mean is None:
-                raise
-            meta = {}
-        mean = meta["mean_rgb"] if mean is None else mean
-        offset = meta.get("label_offset_x", 0.0) if offset is None else offset
-    steps = Steps(config, mean, label_offset_x=offset)
+    steps = Steps(config, record.mean_rgb, label_offset_x=record.label_offset_x)
     state, record = ckpts.restore(step, steps.init_state())
     return OpenRun(config, steps, state, record)

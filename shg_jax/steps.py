@@ -3,10 +3,10 @@
 `train_step(state, batch) -> (state, loss)` and `eval_step(state, batch) -> sums` are pure
 functions of pytrees: the model's structure (an NNX graphdef, one in training mode and one in
 evaluation mode) is closed over, its parameters and BatchNorm statistics travel in `state`.
-Both render the heatmap targets on device from the batch's keypoints and turn the uint8
-images into float inputs (scaled to [0, 1], minus the training set's mean RGB) on device;
-with config.augment the train step first rotates, scales and flips crops and keypoints
-(shg_jax.augment).
+Both render the heatmap targets on device from the batch's keypoints (the run's heatmap
+codec, shg_jax.codec) and turn the uint8 images into float inputs (scaled to [0, 1], minus
+the training set's mean RGB) on device; with config.augment the train step first rotates,
+scales and flips crops and keypoints (shg_jax.augment).
 """
 
 from __future__ import annotations
@@ -20,14 +20,9 @@ import optax
 from flax import nnx
 
 from shg_jax import augment, placement
-from shg_jax.heatmap import flip_shift, render_heatmaps, unflip_heatmaps
+from shg_jax.codec import HeatmapCodec
 from shg_jax.models import build_model
 from shg_jax.pck import pck_counts
-
-
-#: Heatmap decoding when a config has no `decode` section (runs made before it existed):
-#: the thesis' plain argmax, no flip test; a flip test's shift derived from the labels.
-DEFAULT_DECODE = ml_collections.ConfigDict(dict(flip=False, subpixel=False, flip_shift=None))
 
 
 class TrainState(NamedTuple):
@@ -63,7 +58,8 @@ def with_learning_rate(state, lr: float):
 
 
 class Steps:
-    """Builds the model and optimizer from a config; holds the pure and the compiled steps.
+    """Builds the model and optimizer from a config; holds the pure and the compiled steps,
+    and the heatmap codec (`codec`) they render targets and run the flip test with.
 
     `mean_rgb` and `label_offset_x` describe the training data (data.Split, or a run's
     record): the mean subtracted from every input, and how far right of the pixels they mark
@@ -82,20 +78,8 @@ class Steps:
         self.tx = make_optimizer(config)
         self._init = (params, batch_stats)
         self.mean_rgb = jnp.asarray(mean_rgb, jnp.float32)
-        decode = config.get("decode") or DEFAULT_DECODE
-        self.flip, self.subpixel = bool(decode.flip), bool(decode.subpixel)
-        stride = 4                                 # the hourglass' output is input_size / 4
-        shift = decode.get("flip_shift")
-        self.flip_shift = (flip_shift(stride, label_offset_x) if shift is None
-                           else float(shift))
-        aug = config.get("augment")
-        self.augment = aug if aug is not None and aug.enabled else None
-        hm = config.heatmap
-        self.heatmap_kwargs = dict(
-            input_size=config.model.input_size,
-            heatmap_size=config.model.input_size // stride,
-            style=hm.style, sigma_visible=hm.sigma_visible, sigma_occluded=hm.sigma_occluded,
-            sigma_newell=hm.sigma_newell)
+        self.codec = HeatmapCodec.from_config(config, label_offset_x)
+        self.augment = config.augment if config.augment.enabled else None
         repl, data = placement.replicated(self.mesh), placement.batch_sharding(self.mesh)
         self.train_step = jax.jit(self._train_step, in_shardings=(repl, data),
                                   out_shardings=(repl, repl), donate_argnums=(0,))
@@ -122,16 +106,13 @@ class Steps:
         the training mean RGB (thesis)."""
         return images.astype(jnp.float32) / 255.0 - self.mean_rgb
 
-    def targets(self, keypoints: jax.Array) -> jax.Array:
-        return render_heatmaps(keypoints, **self.heatmap_kwargs)
-
     def _train_step(self, state: TrainState, batch: dict):
         images, keypoints = batch["images"], batch["keypoints"]
         if self.augment is not None:          # config.augment: drawn from (seed, step)
             images, keypoints = augment.augment_batch(
                 images, keypoints, augment.step_key(self.config.seed, state.step),
                 self.augment)
-        images, targets = self.inputs(images), self.targets(keypoints)
+        images, targets = self.inputs(images), self.codec.targets(keypoints)
 
         def loss_fn(params, batch_stats):
             model = nnx.merge(self.graphdef_train, params, batch_stats, copy=True)
@@ -163,20 +144,15 @@ class Steps:
         return nnx.merge(self.graphdef_eval, state.params, state.batch_stats)
 
     def _forward_eval(self, state: TrainState, images: jax.Array) -> jax.Array:
-        """(S, B, H, W, J) heatmaps in evaluation mode; with the flip test
-        (config.decode.flip), averaged with those of the mirrored crops mapped back
-        (mirrored, left/right swapped, moved `flip_shift` cells right)."""
+        """(S, B, H, W, J) heatmaps in evaluation mode, through the codec's flip test when
+        config.decode.flip is on."""
         model = self.eval_model(state)
-        heatmaps = model.forward(self.inputs(images)).heatmaps
-        if self.flip:
-            mirrored = model.forward(self.inputs(jnp.flip(images, axis=2))).heatmaps
-            heatmaps = (heatmaps + unflip_heatmaps(mirrored, self.flip_shift)) / 2
-        return heatmaps
+        return self.codec.predict(lambda x: model.forward(self.inputs(x)).heatmaps, images)
 
     def _eval_step(self, state: TrainState, batch: dict) -> dict:
         """Sums over the valid rows: loss (as in training) and every PCK count."""
         heatmaps = self._forward_eval(state, batch["images"]).astype(jnp.float32)
-        targets = self.targets(batch["keypoints"])
+        targets = self.codec.targets(batch["keypoints"])
         per_sample = jnp.sum(jnp.mean((heatmaps - targets[None]) ** 2, axis=(2, 3, 4)), 0)
         valid = batch["valid"]
         sums = pck_counts(heatmaps[-1], targets, batch["keypoints"][..., 2], valid)
@@ -187,4 +163,4 @@ class Steps:
     def _heatmaps_and_targets(self, state: TrainState, batch: dict):
         """Last-stack heatmaps (B, H, W, J) and the rendered targets, evaluation mode."""
         return (self._forward_eval(state, batch["images"])[-1],
-                self.targets(batch["keypoints"]))
+                self.codec.targets(batch["keypoints"]))

@@ -2,9 +2,9 @@
 divisibility by the devices, the input size against the hourglass depth, the stage fields.
 
 `validate(config, n_devices)` raises ConfigError whose one-line message names the field, the
-value and what is allowed; main.py turns it into exit status 2 before anything is written,
-and `train.train_and_evaluate` and `runs.open_run` call it too, so a library user and every
-command that opens a run get the same message. Each rule lives here once; the modules keep
+value and what is allowed. main.py calls it once before anything is written (exit status 2),
+`train.train_and_evaluate` once for library callers, and `runs.open_run` for every command
+that opens a run, so all get the same message. Each rule lives here once; the modules keep
 their own checks for callers that bypass configs.
 """
 
@@ -21,15 +21,13 @@ from shg_jax.errors import UserError
 from shg_jax.heatmap import HEATMAP_STYLES
 from shg_jax.models.layers import BIAS_INITS, BN_RUNNING_VARS
 from shg_jax.models.residual import RESIDUAL_SKIPS
-from shg_jax.models.stacked import HEADS
+from shg_jax.models.stacked import HEADS, STEM_STRIDE
 from shg_jax.skeleton import N_JOINTS
 
 OPTIMIZERS = ("rmsprop", "sgd")
 DTYPES = ("float32", "bfloat16")
 STAGES = ("pretrain", "finetune", "scratch")
 CHECKPOINT_NAMES = ("latest", "best", "best_loss")
-#: The stem halves the input twice (7x7 conv stride 2, max-pool) before the hourglass.
-STEM_STRIDE = 4
 
 
 class ConfigError(UserError):
@@ -180,13 +178,13 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
     flip_shift = _get(config, "decode.flip_shift")
     if flip_shift not in (None, _ABSENT) and not _is_number(flip_shift):
         _fail("decode.flip_shift", flip_shift, "None (derived) or a finite number of cells")
-    divided = ["batch_size"]
+    divided = ["batch_size", "eval_batch_size"]
     if _get(config, "precise_bn.batches") not in (0, _ABSENT):
         divided.append("precise_bn.batch_size")
     for field in divided:
-        if n_devices and _get(config, field) % n_devices:
-            _fail(field, _get(config, field),
-                  f"divisible by the {n_devices} devices it is split over")
+        value = _get(config, field)
+        if n_devices and value is not _ABSENT and value % n_devices:
+            _fail(field, value, f"divisible by the {n_devices} devices it is split over")
     cells = config.model.input_size // STEM_STRIDE
     if config.model.input_size % STEM_STRIDE or cells % 2 ** config.model.depth:
         _fail("model.depth", config.model.depth,

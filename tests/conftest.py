@@ -7,6 +7,7 @@ import tempfile
 import pytest
 
 from helpers import COCO_SAMPLE, tiny_train_config
+from shg_jax import cpu_flags
 
 _CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
@@ -18,14 +19,17 @@ _TEST_XLA_FLAG = "--xla_backend_optimization_level"
 
 
 def pytest_configure(config):
-    """Two settings shared by the test process and every subprocess it starts (they inherit
+    """Three settings shared by the test process and every subprocess it starts (they inherit
     the environment), made before any test module imports JAX (JAX reads them at start):
 
+    - the XLA:CPU flag every command sets first thing (shg_jax.cpu_flags; importing the
+      library does not), so that in-process tests compile what the commands run;
     - `_TEST_XLA_FLAG`=0 in XLA_FLAGS, unless the user set that flag;
     - one persistent XLA compilation cache for the session: the many `main.py` runs of the
       same tiny model compile once instead of once each. The key covers the program, the
       devices and XLA_FLAGS, so a cached executable is only reused where a compile would
       give the same one. A cache the user set is kept; ours is deleted at the end."""
+    cpu_flags.apply_cpu_defaults()
     flags = os.environ.get("XLA_FLAGS", "")
     if _TEST_XLA_FLAG not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {_TEST_XLA_FLAG}=0".strip()

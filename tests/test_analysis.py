@@ -31,7 +31,7 @@ def run(tiny_run):
 
 
 def test_extraction_equals_the_models_bottleneck_and_is_deterministic(run, tmp_path):
-    ck = {"workdir": "w", "step": run["record"]["global_step"]}
+    ck = {"workdir": "w", "step": run["record"].global_step}
     a = extract(run["steps"], run["state"], run["split"], 3, tmp_path / "a", checkpoint=ck,
                 batch_size=8)
     n = len(run["split"])
@@ -87,7 +87,7 @@ KILLED_IN_EXTRACTION = textwrap.dedent("""
 
 
 def test_sigkill_during_latent_extraction_then_rerun_gives_identical_latents(run, tmp_path):
-    ck = {"workdir": "w", "step": run["record"]["global_step"]}
+    ck = {"workdir": "w", "step": run["record"].global_step}
     out = tmp_path / "killed"
     proc = subprocess.run([sys.executable, "-c", KILLED_IN_EXTRACTION, str(run["workdir"]),
                            str(out), str(ck["step"])], cwd=REPO, capture_output=True,
@@ -171,7 +171,7 @@ def test_latent_command_writes_every_figure_it_links(run, tmp_path, capsys):
     out = tmp_path / "latent"
     assert latent.main(["--ckpt", str(run["workdir"]), "--checkpoint", "latest",
                         "--split", "val", "--out", str(out), "--subset", "random:30",
-                        "--subset", "all", "--components", "1,2,500,last", "--ks", "2-4",
+                        "--subset", "all", "--components", "1,2,256,last", "--ks", "2-4",
                         "--n-init", "2", "--batch-size", "8"]) == 0
     assert_index_complete(out)
     # Each stage without a progress bar says how long it took, per subset.
@@ -198,7 +198,7 @@ def test_latent_command_writes_every_figure_it_links(run, tmp_path, capsys):
     assert len(clusters) == len(run["split"])
     assert np.bincount(clusters, minlength=km["best_k"]).tolist() == km["cluster_sizes"]
     walks = json.loads((out / "random30-pca_walks.json").read_text())
-    assert set(walks) == {"1", "2", "256"}                   # 500 > 256 dims: skipped
+    assert set(walks) == {"1", "2", "256"}                   # 256 and 'last': walked once
     assert (out / "all-pca_projection.png").stat().st_size > 10_000
 
 
@@ -227,12 +227,75 @@ def test_analysis_errors_are_one_line(tmp_path, capsys):
     assert "no checkpoints" in err and err.count("\n") == 1
 
 
+def exit_status(main, argv) -> int:
+    """A command's exit status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("command, flags, named", [
+    ("latent", ["--subset", "bogus"], "--subset"),
+    ("latent", ["--subset", "random:0"], "--subset"),
+    ("latent", ["--components", "5000"], "--components 5000"),
+    ("latent", ["--components", "0"], "--components"),
+    ("latent", ["--ks", "1-3"], "--ks"),
+    ("latent", ["--ks", "2-1000"], "--ks 2-1000"),
+    ("latent", ["--layer", "7"], "--layer 7"),
+    ("latent", ["--layer", "code"], "--layer code"),
+    ("latent", ["--batch-size", "0"], "--batch-size"),
+    ("latent", ["--checkpoint", "99"], "epoch 99"),
+    ("skips", ["--limit", "0"], "--limit"),
+    ("skips", ["--batch-size", "x"], "--batch-size"),
+    ("compare", ["--ks", "2-1000"], "--ks 2-1000"),
+    ("compare", ["--n-init", "0"], "--n-init"),
+])
+def test_every_bad_argument_is_refused_in_one_line_before_any_work(run, tmp_path, capsys,
+                                                                   command, flags, named):
+    """Each kind of bad value: exit status 2, one line starting with `error:` that names the
+    flag, and nothing written (the output folder is not even made)."""
+    from analysis import compare
+
+    out = tmp_path / "out"
+    ckpt = ["--ckpt", str(run["workdir"])]
+    main, split = {"latent": (latent.main, "--split"), "skips": (skips.main, "--split"),
+                   "compare": (compare.main, "--latent-split")}[command]
+    argv = ckpt * (2 if command == "compare" else 1) + [split, "val", "--out", str(out)]
+    assert exit_status(main, argv + flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert named in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_checkpoint_folder_names_its_checkpoint(run, tmp_path, capsys):
+    """--ckpt takes one checkpoint folder of a run as well as the run's workdir."""
+    from shg_jax import evaluate
+    from shg_jax.checkpoint import Checkpoints
+
+    ckpts = Checkpoints(run["workdir"], read_only=True)
+    folder = ckpts.root / str(ckpts.find("latest"))
+    assert evaluate.main(["--ckpt", str(folder), "--out", str(tmp_path / "a.json")]) == 0
+    assert evaluate.main(["--ckpt", str(run["workdir"]), "--checkpoint", "latest",
+                          "--out", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["all/pck"] == b["all/pck"] and a["global_step"] == b["global_step"]
+    assert a["checkpoint"] == f"step{ckpts.find('latest')}" and b["checkpoint"] == "latest"
+    assert exit_status(evaluate.main, ["--ckpt", str(folder), "--checkpoint", "99"]) == 2
+    assert "epoch 99" in capsys.readouterr().err
+
+
 def test_thesis_analysis_defaults():
     args = latent.parse_args(["--ckpt", "w", "--out", "o"])
     assert args.max_iter == 1000 and args.n_init == 10 and args.ks == list(range(2, 11))
     assert args.components == [1, 2, 3, 10, 30, 50, 100, "last"]
     assert latent.resolve_components(args.components, 4096)[-1] == 4096
-    assert latent.resolve_components([1, 300, "last", 256], 256) == [1, 256]
+    assert latent.resolve_components([1, "last", 256], 256) == [1, 256]
+    from shg_jax.cli import ArgumentError
+    with pytest.raises(ArgumentError, match="--components 300,400: the latent has 256 "):
+        latent.check_components([1, 300, "last", 400], 256)
+    latent.check_components([1, "last", 256], 256)
     assert list(figures.PCK_BINS) == pytest.approx([i / 10 for i in range(11)])
     fig = figures.pck_histograms(np.array([0.05, 0.5, 1.0]), np.array([0.0, 0.25, 0.95]))
     assert [len(ax.patches) for ax in fig.axes] == [10, 10]         # bars of width 0.1

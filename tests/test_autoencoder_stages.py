@@ -1,8 +1,12 @@
-"""Issue 6: autoencoder pretraining on latents (stage 1, through main.py), insertion into the
-SHG it was trained on (stage 2), and the stage-1 pieces (noise, learning-rate steps)."""
+"""Autoencoder pretraining on latents (stage 1, through main.py; Ctrl-C and SIGKILL as for
+SHG training), insertion into the SHG it was trained on (stage 2), and the stage-1 pieces
+(noise, learning-rate steps)."""
 
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +15,8 @@ import pytest
 from flax import nnx
 
 from shg_jax import pretrain
-from shg_jax.runs import TrainingError
+from shg_jax.models import latent_shape
+from shg_jax.bookkeeping import TrainingError
 
 from helpers import REPO, read_events, tiny_train_config, tiny_train_overrides
 
@@ -49,14 +54,14 @@ def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
                                      "config.stage": "pretrain"})
     train, val, source = pretraining_latents(tiny_run[0], "best_loss", tiny_data, workdir)
     assert "reusing latents" not in output and (workdir / "latents" / "train-layer3").is_dir()
-    shape = (-1,) + pretrain.latent_shape(config.model)
+    shape = (-1,) + latent_shape(config.model)
     ae = pretrain.AutoencoderSteps(config)
     before = pretrain.validation_loss(ae, ae.init_state().params, val.latents.reshape(shape), 8)
 
     from shg_jax.checkpoint import Checkpoints
 
     first_two = Checkpoints(workdir, read_only=True)
-    first_two = first_two.record(first_two.latest_step())["history"]
+    first_two = first_two.record(first_two.latest_step()).history
     # Resume with more epochs: the first two are kept as they were, four more are trained.
     config.pretrain.num_epochs = 6
     out = pretrain.pretrain(config, workdir, train.latents.reshape(shape),
@@ -90,6 +95,103 @@ def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
     assert logged == pytest.approx({h["epoch"]: h["val_loss"] for h in history}, rel=1e-6)
     assert {tag for tag, _, _ in scalars} == {"ae/train_loss", "ae/val_loss",
                                              "ae/learning_rate"}
+
+
+def stage1_inputs(stage1, tiny_run, tiny_data, epochs: int):
+    """The config main.py built for `stage1` (with `epochs` epochs) and its latents."""
+    from shg_jax.latents import pretraining_latents
+
+    config = ae_config(tiny_data, **{"config.init_from": tiny_run[0],
+                                     "config.stage": "pretrain",
+                                     "config.pretrain.num_epochs": epochs})
+    train, val, source = pretraining_latents(tiny_run[0], "best_loss", tiny_data, stage1[0])
+    shape = (-1,) + latent_shape(config.model)
+    return config, train.latents.reshape(shape), val.latents.reshape(shape), source
+
+
+def assert_same_checkpoints(workdir, reference, config):
+    """Every checkpoint kind of the two stage-1 runs restores to the same state and record."""
+    from shg_jax.checkpoint import Checkpoints
+
+    template = pretrain.AutoencoderSteps(config).init_state()
+    for kind in ("latest", "best_loss"):
+        a_ckpts = Checkpoints(workdir, read_only=True)
+        b_ckpts = Checkpoints(reference, read_only=True)
+        a, rec_a = a_ckpts.restore(a_ckpts.find(kind), template)
+        b, rec_b = b_ckpts.restore(b_ckpts.find(kind), template)
+        assert rec_a == rec_b, kind
+        leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+        assert len(leaves_a) == len(leaves_b) > 3
+        for x, y in zip(leaves_a, leaves_b):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_stage1_ctrl_c_saves_mid_epoch_and_resumes_exactly(stage1, tiny_run, tiny_data,
+                                                           tmp_path, monkeypatch, capsys):
+    """Ctrl-C in stage 1 (SIGINT in the 3rd step of epoch 2) saves at the next step and
+    returns; the rerun resumes at that batch and ends as an uninterrupted run ends."""
+    config, train, val, source = stage1_inputs(stage1, tiny_run, tiny_data, epochs=2)
+    straight = pretrain.pretrain(config, tmp_path / "straight", train, val, source)
+    steps_per_epoch = len(train) // config.pretrain.batch_size
+    calls, original = [], pretrain.AutoencoderStage.train_step
+
+    def interrupted_step(self, state, latents):
+        calls.append(1)
+        if len(calls) == steps_per_epoch + 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, state, latents)
+
+    monkeypatch.setattr(pretrain.AutoencoderStage, "train_step", interrupted_step)
+    out = pretrain.pretrain(config, tmp_path / "run", train, val, source)
+    assert out["interrupted"] and "saved a checkpoint at autoencoder epoch 2, step 3" in \
+        capsys.readouterr().out
+    monkeypatch.setattr(pretrain.AutoencoderStage, "train_step", original)
+    resumed = pretrain.pretrain(config, tmp_path / "run", train, val, source)
+    assert "resuming" in capsys.readouterr().out
+    assert resumed["history"] == straight["history"] and not resumed["interrupted"]
+    assert_same_checkpoints(tmp_path / "run", tmp_path / "straight", config)
+
+
+#: main.py with its second checkpoint save SIGKILLed while Orbax writes it.
+KILLED_IN_SAVE = textwrap.dedent("""
+    import os, runpy, signal, sys
+    from shg_jax import checkpoint
+
+    original, saves = checkpoint.Checkpoints.save, []
+
+    def save(self, *args, **kwargs):
+        original(self, *args, **kwargs)       # returns while the async write goes on
+        saves.append(1)
+        if len(saves) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.Checkpoints.save = save
+    sys.argv[0] = "main.py"
+    runpy.run_path("main.py", run_name="__main__")
+""")
+
+
+def test_stage1_sigkill_in_a_save_then_rerun_equals_uninterrupted(stage1, tiny_run, tiny_data,
+                                                                  tmp_path, capsys):
+    """Stage 1 through main.py killed inside epoch 2's checkpoint save: the rerun resumes
+    from epoch 1's checkpoint and ends as an uninterrupted run ends."""
+    workdir = tmp_path / "killed"
+    flags = tiny_train_overrides(tiny_data, workdir, **AE_OVERRIDES, **{
+        "config.stage": "pretrain", "config.init_from": tiny_run[0],
+        "config.pretrain.num_epochs": 2})
+    proc = subprocess.run([sys.executable, "-c", KILLED_IN_SAVE,
+                           "--config=configs/autoencoder.py",
+                           "--config.model.ae_channels=(16, 8, 8)", *flags],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert [p.name for p in (workdir / "checkpoints").glob("*tmp*")], "not killed in a save"
+    config, train, val, source = stage1_inputs(stage1, tiny_run, tiny_data, epochs=2)
+    capsys.readouterr()
+    pretrain.pretrain(config, workdir, train, val, source)
+    assert "resuming" in capsys.readouterr().out
+    assert not list((workdir / "checkpoints").glob("*tmp*"))
+    pretrain.pretrain(config, tmp_path / "straight", train, val, source)
+    assert_same_checkpoints(workdir, tmp_path / "straight", config)
 
 
 def test_latents_extracted_once_and_reused(stage1, tiny_run, tiny_data):

@@ -14,7 +14,7 @@ from PIL import Image
 
 from analysis import compare, latent, skips
 from shg_jax import cli, evaluate, predict
-from shg_jax.errors import UserError
+from shg_jax.errors import RunStopped, UserError
 
 from helpers import REPO
 
@@ -53,15 +53,24 @@ def test_run_flags_have_one_meaning_under_every_spelling():
     assert not hasattr(q.parse_args(["--workdir", "a"]), "split")
 
 
-def test_guard_turns_user_errors_into_status_2_and_lets_bugs_through(capsys):
-    @cli.guard
+def test_command_turns_user_errors_into_one_line_and_their_status_and_lets_bugs_through(
+        capsys):
+    @cli.command
     def fails(argv=None):
         raise UserError(f"bad field in {argv[0]}; fix it")
 
     assert fails(["x.json"]) == 2
     assert capsys.readouterr().err == "error: bad field in x.json; fix it\n"
 
-    @cli.guard
+    @cli.command
+    def stops(argv=None):
+        raise RunStopped("loss is nan at global step 7; the last good checkpoint is kept")
+
+    assert stops([]) == 1
+    assert capsys.readouterr().err == ("error: loss is nan at global step 7; the last good "
+                                       "checkpoint is kept\n")
+
+    @cli.command
     def bug(argv=None):
         raise KeyError("a bug is not a user error")
 

@@ -145,7 +145,7 @@ def test_cli_writes_a_checkpoint_evaluate_can_open(keys, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     _, steps, restored, record = open_run(tmp_path / "run", "best")
-    assert record["mean_rgb"] == pytest.approx(list(convert.THESIS_MEAN_RGB))
+    assert record.mean_rgb == pytest.approx(list(convert.THESIS_MEAN_RGB))
     model = nnx.merge(steps.graphdef_eval, restored.params, restored.batch_stats)
     assert_same(convert.to_thesis_state_dict(model), state)
     bad = subprocess.run([sys.executable, "-m", "shg_jax.convert", "--state-dict",

@@ -109,6 +109,6 @@ def test_two_processes_match_one(mini_data, tmp_path):
     from shg_jax.runs import open_run
     import jax
     _, _, state, record = open_run(two, "latest")
-    assert record["global_step"] == 2
+    assert record.global_step == 2
     for a, k in zip(jax.tree.leaves(state.params), p0.files):
         np.testing.assert_array_equal(np.asarray(a), p0[k])

@@ -1,4 +1,4 @@
-"""Issue 10: the XLA:CPU default (set before JAX starts, overridable, same results) and the
+"""The XLA:CPU default (set before JAX starts, overridable, same results) and the
 bfloat16 compute mode (bf16 activations, float32 parameters, optimizer state, BN statistics)."""
 
 import os
@@ -29,7 +29,8 @@ def run_python(code: str, **env) -> subprocess.CompletedProcess:
                           env=python_env(**env), capture_output=True, text=True, timeout=300)
 
 
-SHOW_FLAGS = "import os, shg_jax; print('FLAGS=' + os.environ.get('XLA_FLAGS', ''))"
+SHOW_FLAGS = ("import os; from shg_jax import cli; cli.prepare_process(); "
+              "print('FLAGS=' + os.environ.get('XLA_FLAGS', ''))")
 
 
 def shown_flags(proc) -> str:
@@ -37,7 +38,7 @@ def shown_flags(proc) -> str:
     return [line for line in proc.stdout.splitlines() if line.startswith("FLAGS=")][0][6:]
 
 
-def test_cpu_default_added_on_import_and_user_setting_kept():
+def test_cpu_default_added_by_the_command_set_up_and_user_setting_kept():
     assert shown_flags(run_python(SHOW_FLAGS)).split() == [CPU_DEFAULTS]
     other = "--xla_force_host_platform_device_count=2"
     assert shown_flags(run_python(SHOW_FLAGS, XLA_FLAGS=other)).split() == [other, CPU_DEFAULTS]
@@ -49,7 +50,31 @@ def test_cpu_default_added_on_import_and_user_setting_kept():
 def test_cpu_default_not_applied_after_jax_started():
     proc = run_python("import jax; jax.devices()\n" + SHOW_FLAGS)
     assert shown_flags(proc) == ""
-    assert "JAX started before shg_jax was imported" in proc.stderr
+    assert "JAX started before the command set up its process" in proc.stderr
+
+
+def test_importing_any_module_changes_nothing_in_the_process():
+    """Every module of the three packages imported: the environment (XLA_FLAGS included)
+    and the logging filters are as they were; only a command's set-up changes them."""
+    proc = run_python("""
+        import importlib, logging, os, pkgutil
+        env, filters = dict(os.environ), list(logging.getLogger("absl").filters)
+        names = []
+        for package in ("shg_jax", "data_prep", "analysis"):
+            root = importlib.import_module(package)
+            names += [m.name for m in pkgutil.walk_packages(root.__path__, package + ".")]
+        for name in names:
+            importlib.import_module(name)
+        assert len(names) > 40, names
+        assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())
+        assert logging.getLogger("absl").filters == filters
+        from shg_jax import cli
+        cli.prepare_process()
+        assert os.environ.get("XLA_FLAGS") != env.get("XLA_FLAGS")
+        assert len(logging.getLogger("absl").filters) == len(filters) + 1
+        print("ok")
+        """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 GLIBC = ("glibc", "2.36")

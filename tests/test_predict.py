@@ -10,6 +10,7 @@ import pytest
 
 from shg_jax import coco_eval, data, predict, runs, topdown
 from shg_jax import crop as cropping
+from shg_jax.codec import HeatmapCodec
 from shg_jax.heatmap import (HEATMAP_STYLES, flip_shift, heatmap_argmax, render_heatmaps,
                              shift_width, unflip_heatmaps)
 
@@ -286,8 +287,8 @@ def test_flip_test_on_a_symmetric_input_is_consistent_with_swapping(tiny_data):
     np.testing.assert_allclose(h, (p + swapped) / 2, atol=1e-5)
     # Without config.decode.flip_shift, the shift follows the training labels' offset.
     flipped.decode.flip_shift = None
-    assert Steps(flipped, (0.4,) * 3, label_offset_x=-1.0).flip_shift == 0.25
-    assert Steps(flipped, (0.4,) * 3).flip_shift == 0.75
+    assert HeatmapCodec.from_config(flipped, label_offset_x=-1.0).flip_shift == 0.25
+    assert HeatmapCodec.from_config(flipped).flip_shift == 0.75
 
 
 def test_coco_ap_perfect_and_shifted_predictions(tiny_data):
@@ -344,7 +345,7 @@ def test_coco_ap_of_one_person_shifted_by_a_known_offset(shift, expected_ap):
 def test_evaluate_coco_ap_cli(tiny_run, tmp_path, capsys):
     """The CLI reports what the library computes for the run (with --subpixel honoured, every
     val crop once); the library's arithmetic is pinned by the known-answer test above."""
-    from shg_jax import evaluate
+    from shg_jax import coco_ap, evaluate
 
     out = tmp_path / "eval.json"
     assert evaluate.main(["--workdir", str(tiny_run[0]), "--split", "val", "--coco-ap",
@@ -353,7 +354,7 @@ def test_evaluate_coco_ap_cli(tiny_run, tmp_path, capsys):
     assert result["decode"]["subpixel"] is True
     _, steps, state, _ = runs.open_run(tiny_run[0], "best", subpixel=True)
     split = data.Split(steps.config.data_dir, "val")
-    expected = evaluate.evaluate_coco_ap(steps, state, split, 8)
+    expected = coco_ap.evaluate_coco_ap(steps, state, split, 8)
     assert result["coco"]["persons"] == len(split) == expected["persons"]
     assert result["coco"]["AP"] == pytest.approx(expected["AP"], abs=1e-12)
     assert "top-down with ground-truth person boxes" in capsys.readouterr().out
@@ -441,7 +442,7 @@ def test_ground_truth_boxes_as_detections_give_the_ground_truth_path_ap(tiny_run
     scores. The 'model' here looks each crop up among the prepared val crops and returns the
     ground-truth heatmaps moved 0, 2, 4 or 6 px right (so that AP is neither 0 nor 1); a
     crop the detection path made differently would not be found."""
-    from shg_jax import evaluate
+    from shg_jax import coco_ap
 
     _, steps, state, _ = runs.open_run(tiny_run[0], "best", data_dir=bbox_pad_data)
     split = data.Split(bbox_pad_data, "val")
@@ -467,8 +468,8 @@ def test_ground_truth_boxes_as_detections_give_the_ground_truth_path_ap(tiny_run
     detections = [{"image_id": a["image_id"], "bbox": a["bbox"], "score": 1.0,
                    "category_id": 1} for a in coco["annotations"] if a["id"] in kept]
     path = _detections_file(tmp_path / "gt.json", detections)
-    gt_path = evaluate.evaluate_coco_ap(steps, state, split, 8)
-    detected = evaluate.evaluate_person_boxes(steps, state, split, 8, path)
+    gt_path = coco_ap.evaluate_coco_ap(steps, state, split, 8)
+    detected = coco_ap.evaluate_person_boxes(steps, state, split, 8, path)
     print("AP with ground-truth boxes:", gt_path["AP"], "as detections:", detected["AP"])
     assert 0.2 < gt_path["AP"] < 0.95
     assert detected["kept_after_nms"] == detected["detections"] == len(split)
@@ -539,17 +540,18 @@ def test_a_run_records_its_label_offset_and_derives_the_flip_shift(tiny_run, tin
     unless --flip-shift (config.decode.flip_shift) gives one."""
     offset = data.Split(tiny_data, "train").label_offset_x
     _, steps, _, record = runs.open_run(tiny_run[0], "best", flip=True)
-    assert record["label_offset_x"] == offset < -1.0
-    assert steps.flip and steps.flip_shift == pytest.approx(flip_shift(4, offset))
+    assert record.label_offset_x == offset < -1.0
+    assert steps.codec.flip
+    assert steps.codec.flip_shift == pytest.approx(flip_shift(4, offset))
     _, steps, _, _ = runs.open_run(tiny_run[0], "best", flip=True, flip_shift=0.5)
-    assert steps.flip_shift == 0.5
+    assert steps.codec.flip_shift == 0.5
 
 
 def test_evaluate_augment_val_scores_one_fixed_transformed_copy(tiny_run, tmp_path, capsys):
     """--augment-val scores the val split transformed sample by sample (draws from each
     sample's index): the same numbers at any batch size, not the plain split's, in a file of
     its own; COCO AP cannot be asked for with it."""
-    from shg_jax import evaluate
+    from shg_jax import evaluate, evaluation
 
     workdir = tiny_run[0]
     assert evaluate.main(["--workdir", str(workdir), "--augment-val", "--batch-size", "8"]) == 0
@@ -563,7 +565,7 @@ def test_evaluate_augment_val_scores_one_fixed_transformed_copy(tiny_run, tmp_pa
     assert again["loss"] == pytest.approx(first["loss"], rel=1e-5)
     assert again["all/pck"] == pytest.approx(first["all/pck"], abs=1e-9)
     _, steps, state, _ = runs.open_run(workdir, "best")
-    plain = evaluate.evaluate_split(steps, state, data.Split(steps.config.data_dir, "val"), 8)
+    plain = evaluation.evaluate_split(steps, state, data.Split(steps.config.data_dir, "val"), 8)
     assert first["count"] == plain["count"]
     assert first["loss"] != pytest.approx(plain["loss"], rel=1e-3)
     with pytest.raises(SystemExit) as e:

@@ -178,7 +178,7 @@ def test_newell_recipe_trains_and_evaluates_with_2_and_4_stacks(n_stacks):
                                            np.full((6, 17, 1), 2.0)], -1).astype(np.float32),
                  valid=np.ones(6, bool))
     steps = Steps(config, [0.4, 0.4, 0.4])
-    assert steps.augment is not None and steps.flip and steps.subpixel
+    assert steps.augment is not None and steps.codec.flip and steps.codec.subpixel
     state = steps.init_state()
     sharded = placement.shard_batch(batch, steps.mesh)
     losses = []

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from shg_jax import data, evaluate, runs, train
+from shg_jax import bookkeeping, data, evaluate, runs, train
 from shg_jax.checkpoint import Checkpoints
 
 from helpers import (REPO, damage_checkpoint, read_events, tiny_train_config,
@@ -113,30 +113,30 @@ def wait_for_epoch_1_then(proc, workdir, action, delay=0.1):
 def latest_epochs(workdir) -> list:
     if not any((workdir / "checkpoints").glob("[0-9]*")):
         return []
-    return [r["epoch"] for r in records(workdir)]
+    return [r.epoch for r in records(workdir)]
 
 
 def test_reference_run_writes_checkpoints_config_and_history(reference):
     recs = records(reference)
-    assert [r["epoch"] for r in recs] == [1, 2]
-    assert all(r["step_in_epoch"] == 0 for r in recs)
-    history = recs[-1]["history"]
+    assert [r.epoch for r in recs] == [1, 2]
+    assert all(r.step_in_epoch == 0 for r in recs)
+    history = recs[-1].history
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_pck"] <= 1 for h in history)
     # The milestone after epoch 1: epoch 2 trains at 2e-4, and the schedule says so.
     assert [h["learning_rate"] for h in history] == pytest.approx([1e-3, 2e-4])
-    assert recs[-1]["schedule"]["lr"] == pytest.approx(2e-4)
-    assert recs[-1]["schedule"]["drops"] == 1 and recs[-1]["schedule"]["epochs"] == 2
-    assert recs[-1]["best_pck"] == max(h["val_pck"] for h in history)
-    assert recs[-1]["best_loss"] == min(h["val_loss"] for h in history)
+    assert recs[-1].schedule["lr"] == pytest.approx(2e-4)
+    assert recs[-1].schedule["drops"] == 1 and recs[-1].schedule["epochs"] == 2
+    assert recs[-1].best_pck == max(h["val_pck"] for h in history)
+    assert recs[-1].best_loss == min(h["val_loss"] for h in history)
     config = json.loads((reference / "config.json").read_text())
     assert config["batch_size"] == 2 and config["augment"]["enabled"] is True
     # `best` and `best_loss` name the epochs of the best val PCK / lowest val loss (the
     # earlier one at a tie).
     ckpts = Checkpoints(reference, read_only=True)
     pcks, losses = [h["val_pck"] for h in history], [h["val_loss"] for h in history]
-    assert ckpts.find("best") == recs[pcks.index(max(pcks))]["global_step"]
-    assert ckpts.find("best_loss") == recs[losses.index(min(losses))]["global_step"]
+    assert ckpts.find("best") == recs[pcks.index(max(pcks))].global_step
+    assert ckpts.find("best_loss") == recs[losses.index(min(losses))].global_step
 
 
 def test_precise_bn_puts_the_mean_statistics_of_training_batches_in_the_checkpoint(
@@ -150,9 +150,9 @@ def test_precise_bn_puts_the_mean_statistics_of_training_batches_in_the_checkpoi
     from flax import nnx
 
     _, steps, state, record = runs.open_run(reference, "latest")
-    assert record["epoch"] == 2
-    split = data.Split(record["config"]["data_dir"], "train")
-    order = data.epoch_permutation(len(split), record["config"]["seed"], 1)
+    assert record.epoch == 2
+    split = data.Split(record.config["data_dir"], "train")
+    order = data.epoch_permutation(len(split), record.config["seed"], 1)
     zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
     expected = []
     for rows in (order[:4], order[4:8]):
@@ -170,14 +170,14 @@ def test_a_train_split_smaller_than_one_batch_is_refused_before_training(tiny_da
                                                                          tmp_path):
     n = len(data.Split(tiny_data, "train"))
     for field in ("config.batch_size", "config.precise_bn.batch_size"):
-        with pytest.raises(runs.TrainingError, match=rf"has {n} samples, fewer than one batch "
-                                                     rf"of {field}={n + 2}$"):
+        with pytest.raises(bookkeeping.TrainingError, match=rf"has {n} samples, fewer than "
+                                                            rf"one batch of {field}={n + 2}$"):
             train.train_and_evaluate(run_config(tiny_data, **{field: n + 2}), tmp_path / "run")
         assert not (tmp_path / "run" / "checkpoints").exists()
     # Off, precise BatchNorm's batch size is not checked.
-    train._check_data(run_config(tiny_data, **{"config.precise_bn.batches": 0,
-                                               "config.precise_bn.batch_size": n + 2}),
-                      data.Split(tiny_data, "train"), 1)
+    train.check_data(run_config(tiny_data, **{"config.precise_bn.batches": 0,
+                                              "config.precise_bn.batch_size": n + 2}),
+                     data.Split(tiny_data, "train"))
 
 
 def test_tensorboard_has_the_tags_and_values(reference):
@@ -187,11 +187,11 @@ def test_tensorboard_has_the_tags_and_values(reference):
     assert {"train/loss", "train/learning_rate", "train/images_per_second",
             "epoch/train_loss", "epoch/val_loss", "epoch/val_pck", "epoch/val_pck_visible",
             "epoch/val_pck_limbs", "epoch/learning_rate"} <= tags
-    history = records(reference)[-1]["history"]
+    history = records(reference)[-1].history
     logged = {step: v for t, step, v in scalars if t == "epoch/val_pck"}
     for h in history:
         assert logged[h["epoch"]] == pytest.approx(h["val_pck"], rel=1e-6)
-    per_epoch = records(reference)[0]["global_step"]       # steps in epoch 1
+    per_epoch = records(reference)[0].global_step       # steps in epoch 1
     lrs = {step: v for t, step, v in scalars if t == "train/learning_rate"}
     assert lrs and all(v == pytest.approx(1e-3 if step <= per_epoch else 2e-4)
                        for step, v in lrs.items())
@@ -204,7 +204,7 @@ def test_evaluate_reproduces_the_logged_validation(reference, tmp_path, capsys):
     assert evaluate.main(["--workdir", str(reference), "--checkpoint", "2",
                           "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    logged = records(reference)[-1]["history"][-1]
+    logged = records(reference)[-1].history[-1]
     assert result["epoch"] == 2
     assert result["all/pck"] == pytest.approx(logged["val_pck"], abs=1e-7)
     assert result["visible/pck"] == pytest.approx(logged["val_pck_visible"], abs=1e-7)
@@ -265,12 +265,12 @@ def test_sigint_saves_mid_epoch_and_resumes_exactly(tiny_data, reference, tmp_pa
         proc.kill()
     assert proc.returncode == 0 and "saved a checkpoint" in stdout
     last = records(workdir)[-1]
-    assert last["epoch"] == 1 and last["step_in_epoch"] > 0        # mid-epoch 2
+    assert last.epoch == 1 and last.step_in_epoch > 0        # mid-epoch 2
     out = train_in_process(tiny_data, workdir, capsys)
-    assert f"step {last['step_in_epoch']}" in out
+    assert f"step {last.step_in_epoch}" in out
     # The mid-epoch save holds the part of epoch 2's loss sum already trained ...
-    assert last["epoch_loss_count"] == last["step_in_epoch"] > 0
-    assert last["epoch_loss_sum"] > 0
+    assert last.epoch_loss_count == last.step_in_epoch > 0
+    assert last.epoch_loss_sum > 0
     # ... which the resumed run adds to: epoch 2's train loss and all else as uninterrupted.
     assert_same_run(workdir, reference)
 
@@ -294,12 +294,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, ref
                                                                   tmp_path):
     workdir = tmp_path / "diverged"
     shutil.copytree(reference, workdir)
-    before = records(workdir)[-1]["global_step"]
+    before = records(workdir)[-1].global_step
     config = run_config(tiny_data, **{"config.num_epochs": 3, "config.learning_rate": 1e38})
-    with pytest.raises(runs.TrainingError, match="at global step .*training stopped"):
+    with pytest.raises(bookkeeping.TrainingError, match="at global step .*training stopped"):
         train.train_and_evaluate(config, workdir, allow_config_change=True)
     params, rec = params_of(workdir)
-    assert rec["global_step"] == before
+    assert rec.global_step == before
     assert all(np.isfinite(p).all() for p in params)
 
 
@@ -307,7 +307,7 @@ def test_a_damaged_latest_checkpoint_is_skipped_kept_and_the_run_ends_as_uninter
         tiny_data, reference, tmp_path, capsys):
     workdir = tmp_path / "damaged"
     shutil.copytree(reference, workdir)
-    latest = records(workdir)[-1]["global_step"]
+    latest = records(workdir)[-1].global_step
     damage_checkpoint(workdir / "checkpoints" / str(latest))
     out = train_in_process(tiny_data, workdir, capsys)
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
@@ -319,7 +319,7 @@ def test_a_damaged_latest_checkpoint_is_skipped_kept_and_the_run_ends_as_uninter
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from shg_jax.runs import workdir_lock
+    from shg_jax.bookkeeping import workdir_lock
     with workdir_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(600)
@@ -333,14 +333,14 @@ def test_a_second_run_on_a_busy_workdir_is_refused_until_the_first_ends(tiny_dat
     try:
         assert holder.stdout.readline().strip() == "held"
         config = tiny_train_config(tiny_data)
-        with pytest.raises(runs.TrainingError, match=rf"in use by another training run "
+        with pytest.raises(bookkeeping.TrainingError, match=rf"in use by another training run "
                                                      rf"\(pid {holder.pid} on "):
             train.train_and_evaluate(config, workdir)
         assert sorted(p.name for p in workdir.iterdir()) == [".lock"]    # nothing written
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=60)
-    with runs.workdir_lock(workdir):           # a killed holder leaves no stale lock
+    with bookkeeping.workdir_lock(workdir):           # a killed holder leaves no stale lock
         pass
 
 
@@ -357,36 +357,42 @@ def test_profile_dir_holds_a_trace_of_training_steps(tiny_run):
 
 
 def _rewrite_with_record(source_workdir, workdir, edit):
-    """A copy of the source run's best checkpoint whose JSON record went through `edit`,
-    saved the way runs made before the versioned RunRecord saved it (a plain dict)."""
+    """A copy of the source run's best checkpoint whose JSON record (with its array
+    digests) went through `edit`."""
     import orbax.checkpoint as ocp
 
+    from shg_jax import integrity
     from shg_jax.checkpoint import Checkpoints
 
     _, _, state, record = runs.open_run(source_workdir, "best")
     ckpts = Checkpoints(workdir)
-    ckpts.manager.save(record["global_step"], args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(edit(dict(record)))))
+    meta = dict(record.to_dict(), array_digests=integrity.array_digests(state))
+    ckpts.manager.save(record.global_step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(edit(meta))))
     ckpts.wait()
     return state
 
 
-def test_records_of_todays_format_open_and_newer_versions_are_refused(tiny_run, tmp_path):
-    """A record as train wrote it before records were versioned (no `version`, no `source`
-    or `converted_from`) opens as version 1 with the same state; a record of a newer
-    version is refused with a message naming the version."""
-    from shg_jax.checkpoint import CheckpointError, RunRecord
+def test_records_of_todays_version_open_and_every_other_version_is_refused(tiny_run,
+                                                                          tmp_path):
+    """A record of today's version opens with the same state; one without a version or of
+    an earlier one (development runs) or of a newer one is refused in one line naming the
+    version and what to do."""
+    from shg_jax.checkpoint import RECORD_VERSION, CheckpointError, RunRecord
 
-    old_keys = ("config", "epoch", "step_in_epoch", "global_step", "schedule",
-                "epoch_loss_sum", "epoch_loss_count", "history", "best_pck", "best_loss",
-                "mean_rgb", "label_offset_x")
-    state = _rewrite_with_record(tiny_run[0], tmp_path / "old",
-                                 lambda r: {k: r[k] for k in old_keys})
-    _, _, restored, record = runs.open_run(tmp_path / "old", "latest")
-    assert record["version"] == 1 and record["source"] is None
-    assert record == RunRecord.from_dict(record).to_dict()
+    state = _rewrite_with_record(tiny_run[0], tmp_path / "today", lambda r: r)
+    _, _, restored, record = runs.open_run(tmp_path / "today", "latest")
+    assert record.version == RECORD_VERSION and record.source is None
+    assert record == RunRecord.from_dict(record.to_dict())
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    _rewrite_with_record(tiny_run[0], tmp_path / "new", lambda r: dict(r, version=99))
-    with pytest.raises(CheckpointError, match="version 99, written by a newer shg-jax"):
-        runs.open_run(tmp_path / "new", "latest")
+    for name, edit, words in (
+            ("none", lambda r: {k: v for k, v in r.items() if k != "version"},
+             "version None .* earlier development version .* new --workdir"),
+            ("old", lambda r: dict(r, version=RECORD_VERSION - 1),
+             f"version {RECORD_VERSION - 1} .* earlier development version"),
+            ("new", lambda r: dict(r, version=99), "version 99 .* newer shg-jax: update")):
+        _rewrite_with_record(tiny_run[0], tmp_path / name, edit)
+        with pytest.raises(CheckpointError, match=words) as e:
+            runs.open_run(tmp_path / name, "latest")
+        assert "\n" not in str(e.value)

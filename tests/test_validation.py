@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 
 from configs import autoencoder, baseline, demo, newell
-from shg_jax import runs
+from shg_jax import bookkeeping
 from shg_jax.validation import ConfigError, validate
 
 from helpers import REPO
@@ -87,11 +87,16 @@ def test_the_batch_must_split_over_the_devices():
     with pytest.raises(ConfigError, match="config.batch_size=16: must be divisible by the "
                                           "3 devices"):
         validate(config_with(batch_size=16), n_devices=3)
-    # Precise BatchNorm's batches are split too, when it is on (configs/demo.py: 64 crops).
-    validate(config_with(batch_size=6, precise_bn__batch_size=64), n_devices=3)
+    # So are the evaluation's batches, and precise BatchNorm's when it is on
+    # (configs/demo.py: 64 crops).
+    with pytest.raises(ConfigError, match="config.eval_batch_size=16: must be divisible by "
+                                          "the 3 devices"):
+        validate(config_with(batch_size=6), n_devices=3)
+    validate(config_with(batch_size=6, eval_batch_size=6, precise_bn__batch_size=64),
+             n_devices=3)
     with pytest.raises(ConfigError, match="config.precise_bn.batch_size=64: must be divisible "
                                           "by the 3 devices"):
-        validate(config_with(demo, batch_size=6), n_devices=3)
+        validate(config_with(demo, batch_size=6, eval_batch_size=6), n_devices=3)
 
 
 def test_stage_fields():
@@ -131,27 +136,19 @@ def test_main_exits_2_with_one_line_and_writes_nothing(tmp_path, flag, line):
     assert not workdir.exists() and not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("later, field, on_value", [("augment", "augment.enabled", True),
-                                                     ("precise_bn", "precise_bn.batches", 2),
-                                                     ("model.head", "model.head", "newell")])
-def test_runs_made_before_a_section_existed_resume_under_it_switched_off(later, field,
-                                                                        on_value):
-    """A run's recorded config without a later section or field (augmentation, precise
-    BatchNorm, the head's style) equals today's with it off (the thesis' head); switched on,
-    it is a difference (resuming would change the experiment)."""
-    def node(tree, dotted):
-        *parents, last = dotted.split(".")
-        for part in parents:
-            tree = tree[part]
-        return tree, last
-
-    old = runs.config_json(baseline.get_config())
-    parent, last = node(old, later)
-    del parent[last]
-    assert runs.config_differences(old, runs.config_json(baseline.get_config())) == []
-    on = baseline.get_config()
-    parent, last = node(on, field)
-    parent[last] = on_value
-    parent, last = node(runs.config_json(on), later)
-    assert runs.config_differences(old, runs.config_json(on)) == [
-        f"{later}: None in the run, {parent[last]!r} now"]
+@pytest.mark.parametrize("section", ["augment", "precise_bn", "model.head"])
+def test_a_recorded_config_without_a_section_differs_from_todays(section):
+    """Resuming compares whole configs: a section or field missing from the run's config is
+    a difference (no section counts as switched off), and the resumable fields are not."""
+    *parents, last = section.split(".")
+    old = bookkeeping.config_json(baseline.get_config())
+    tree = old
+    for part in parents:
+        tree = tree[part]
+    now = tree.pop(last)
+    assert bookkeeping.config_differences(old, bookkeeping.config_json(
+        baseline.get_config())) == [f"{section}: None in the run, {now!r} now"]
+    changed = baseline.get_config()
+    changed.num_epochs, changed.eval_batch_size = 7, 3
+    assert bookkeeping.config_differences(bookkeeping.config_json(baseline.get_config()),
+                                          bookkeeping.config_json(changed)) == []

@@ -57,7 +57,8 @@ def forward_flops(model: nnx.Module, input_size: int) -> tuple[float, float]:
     return float(cost["flops"]), seconds
 
 
-def main(argv):
+@cli.command
+def main(argv) -> int:
     del argv
     cfg = _CONFIG.value.model
     # Built for real: a few seconds and ~4 bytes per parameter, where nnx.eval_shape took
@@ -77,6 +78,7 @@ def main(argv):
         flops, seconds = forward_flops(model, cfg.input_size)
         print(f"forward FLOPs per image (XLA cost analysis): {flops / 1e9:.2f} GFLOP "
               f"(compiled in {seconds:.1f} s on {jax.devices()[0].platform})")
+    return 0
 
 
 if __name__ == "__main__":

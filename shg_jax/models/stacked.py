@@ -82,10 +82,10 @@ class StackedHourglass(nnx.Module):
                  autoencoder: bool = False, ae_channels=(192, 128, 64), ae_code_size: int = 50,
                  autoencoder_every_stack: bool = False, head: str = "thesis",
                  dtype: Any = None, rngs: nnx.Rngs):
-        latent_size = input_size // 4 // 2 ** depth
-        if latent_size < 1 or input_size % (4 * 2 ** depth):
-            raise ValueError(f"input_size {input_size} must be a multiple of 4 * 2**depth "
-                             f"= {4 * 2 ** depth}")
+        latent_size = input_size // STEM_STRIDE // 2 ** depth
+        if latent_size < 1 or input_size % (STEM_STRIDE * 2 ** depth):
+            raise ValueError(f"input_size {input_size} must be a multiple of "
+                             f"{STEM_STRIDE} * 2**depth = {STEM_STRIDE * 2 ** depth}")
         self.n_stacks = n_stacks
         self.use_skip_connections = use_skip_connections
         self.pre_conv1 = layers.conv(3, stem_features, 7, stride=2, rngs=rngs, dtype=dtype)
@@ -161,14 +161,15 @@ class StackedHourglass(nnx.Module):
         return self.heads[-1](y)[0]
 
 
+#: The stem halves the input twice (7x7 conv stride 2, max-pool) before the first hourglass:
+#: heatmaps have input_size / STEM_STRIDE cells a side.
+STEM_STRIDE = 4
+
 MODEL_FIELDS = ("n_stacks", "depth", "n_bottleneck", "features", "mid_features",
                 "stem_features", "residual_skip", "n_joints", "use_skip_connections",
                 "input_size", "autoencoder", "ae_channels", "ae_code_size",
                 "autoencoder_every_stack", "head", "dtype")
 
-
-#: Fields added after runs were recorded, with the value those runs had.
-LATER_FIELDS = {"head": "thesis"}
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -184,20 +185,36 @@ def model_config() -> ml_collections.ConfigDict:
 
 def build_model(config: ml_collections.ConfigDict, seed: int = 0) -> StackedHourglass:
     """Builds a StackedHourglass from a `model_config()`-shaped ConfigDict."""
-    kwargs = {k: config.get(k, LATER_FIELDS[k]) if k in LATER_FIELDS else config[k]
-              for k in MODEL_FIELDS}
+    kwargs = {k: config[k] for k in MODEL_FIELDS}
     kwargs["ae_channels"] = tuple(kwargs["ae_channels"])
     kwargs["dtype"] = None if kwargs["dtype"] == "float32" else jnp.dtype(kwargs["dtype"])
     model = StackedHourglass(**kwargs, rngs=nnx.Rngs(seed))
-    bias_init = config.get("bias_init", "pytorch")
-    if bias_init not in layers.BIAS_INITS:
-        raise ValueError(f"bias_init must be one of {layers.BIAS_INITS}, got {bias_init!r}")
-    if bias_init == "pytorch":
+    if config.bias_init not in layers.BIAS_INITS:
+        raise ValueError(f"bias_init must be one of {layers.BIAS_INITS}, got "
+                         f"{config.bias_init!r}")
+    if config.bias_init == "pytorch":
         layers.pytorch_bias_init(model, seed)
-    layers.set_running_var(model, config.get("bn_running_var", "unbiased"))
+    layers.set_running_var(model, config.bn_running_var)
     return model
 
 
 def latent_layer(value: str | int) -> int | str:
     """Parses a command-line layer name: '1'..'n' -> int, 'code' -> 'code'."""
     return CODE_LAYER if str(value) == CODE_LAYER else int(value)
+
+
+def latent_layers(config: ml_collections.ConfigDict) -> list[int | str]:
+    """The layers a model of `config` has latents at: its bottleneck residuals 1..n, and
+    'code' when it has the autoencoder."""
+    return (list(range(1, config.n_bottleneck + 1))
+            + ([CODE_LAYER] if config.autoencoder else []))
+
+
+def latent_shape(config: ml_collections.ConfigDict, layer: int | str = 1) -> tuple[int, ...]:
+    """The shape of one sample's latent at `layer` for a model of `config`: (h, w, F) after a
+    bottleneck residual (input_size / STEM_STRIDE / 2**depth cells a side), (code,) at the
+    autoencoder's code."""
+    if layer == CODE_LAYER:
+        return (config.ae_code_size,)
+    side = config.input_size // STEM_STRIDE // 2 ** config.depth
+    return side, side, config.features
