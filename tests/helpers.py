@@ -3,6 +3,7 @@ training config, TensorBoard event reading, jaxpr walking."""
 
 import pathlib
 import struct
+import textwrap
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COCO_SAMPLE = REPO.parent / "shared" / "data" / "coco_sample"
@@ -91,3 +92,22 @@ def damage_checkpoint(step_dir) -> list[pathlib.Path]:
         raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])
         target.write_bytes(bytes(raw))
     return files
+
+
+#: main.py with its second checkpoint save SIGKILLed while Orbax writes it.
+KILLED_IN_SAVE = textwrap.dedent("""
+    import os, runpy, signal, sys
+    from shg_jax import checkpoint
+
+    original, saves = checkpoint.Checkpoints.save, []
+
+    def save(self, *args, **kwargs):
+        original(self, *args, **kwargs)       # returns while the async write goes on
+        saves.append(1)
+        if len(saves) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.Checkpoints.save = save
+    sys.argv[0] = "main.py"
+    runpy.run_path("main.py", run_name="__main__")
+""")

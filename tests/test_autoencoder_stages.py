@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ from shg_jax import pretrain
 from shg_jax.models import latent_shape
 from shg_jax.bookkeeping import TrainingError
 
-from helpers import REPO, read_events, tiny_train_config, tiny_train_overrides
+from helpers import KILLED_IN_SAVE, REPO, read_events, tiny_train_config, tiny_train_overrides
 
 AE_OVERRIDES = {"config.model.ae_code_size": 8, "config.pretrain.batch_size": 8,
                 "config.pretrain.learning_rate": 0.01, "config.keep_checkpoints": 5}
@@ -150,25 +149,6 @@ def test_stage1_ctrl_c_saves_mid_epoch_and_resumes_exactly(stage1, tiny_run, tin
     assert "resuming" in capsys.readouterr().out
     assert resumed["history"] == straight["history"] and not resumed["interrupted"]
     assert_same_checkpoints(tmp_path / "run", tmp_path / "straight", config)
-
-
-#: main.py with its second checkpoint save SIGKILLed while Orbax writes it.
-KILLED_IN_SAVE = textwrap.dedent("""
-    import os, runpy, signal, sys
-    from shg_jax import checkpoint
-
-    original, saves = checkpoint.Checkpoints.save, []
-
-    def save(self, *args, **kwargs):
-        original(self, *args, **kwargs)       # returns while the async write goes on
-        saves.append(1)
-        if len(saves) == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    checkpoint.Checkpoints.save = save
-    sys.argv[0] = "main.py"
-    runpy.run_path("main.py", run_name="__main__")
-""")
 
 
 def test_stage1_sigkill_in_a_save_then_rerun_equals_uninterrupted(stage1, tiny_run, tiny_data,

@@ -1,4 +1,4 @@
-"""Issue 8: prediction on photos (crop -> heatmap -> image round trip, drawing, errors), the
+"""Prediction on photos (crop -> heatmap -> image round trip, drawing, errors), the
 flip test, and COCO keypoint AP through pycocotools."""
 
 import json

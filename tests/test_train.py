@@ -16,7 +16,7 @@ import pytest
 from shg_jax import bookkeeping, data, evaluate, runs, train
 from shg_jax.checkpoint import Checkpoints
 
-from helpers import (REPO, damage_checkpoint, read_events, tiny_train_config,
+from helpers import (KILLED_IN_SAVE, REPO, damage_checkpoint, read_events, tiny_train_config,
                      tiny_train_overrides)
 
 MAIN = [sys.executable, "main.py", "--config=configs/baseline.py"]
@@ -217,25 +217,6 @@ def test_evaluate_reproduces_the_logged_validation(reference, tmp_path, capsys):
 def test_evaluate_errors_name_what_is_missing(tmp_path, capsys):
     assert evaluate.main(["--workdir", str(tmp_path / "none")]) == 2
     assert "no checkpoints" in capsys.readouterr().err
-
-
-#: main.py with its second checkpoint save (epoch 2's) SIGKILLed while Orbax writes it.
-KILLED_IN_SAVE = textwrap.dedent("""
-    import os, runpy, signal, sys
-    from shg_jax import checkpoint
-
-    original, saves = checkpoint.Checkpoints.save, []
-
-    def save(self, *args, **kwargs):
-        original(self, *args, **kwargs)       # returns while the async write goes on
-        saves.append(1)
-        if len(saves) == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    checkpoint.Checkpoints.save = save
-    sys.argv[0] = "main.py"
-    runpy.run_path("main.py", run_name="__main__")
-""")
 
 
 def test_sigkill_during_a_checkpoint_save_then_rerun_equals_uninterrupted(tiny_data,
