@@ -63,12 +63,14 @@ def add_kmeans_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of random subsets, samples and restarts")
 
 
-def kmeans_sweep(x: np.ndarray, args, resume_dir) -> cluster.KSweep:
-    """The K-Means sweep the flags of add_kmeans_arguments ask for, each K kept in
-    `resume_dir` as it finishes (a killed command reruns only the K values left)."""
-    return cluster.sweep(x, args.ks, n_init=args.n_init, max_iter=args.max_iter,
-                         seed=args.seed, silhouette_sample=args.silhouette_sample,
-                         impl=args.kmeans, resume_dir=resume_dir)
+def kmeans_sweep(x: np.ndarray, settings, resume_dir) -> cluster.KSweep:
+    """The K-Means sweep `settings` asks for (the fields of add_kmeans_arguments: ks,
+    n_init, max_iter, seed, silhouette_sample, kmeans), each K kept in `resume_dir` as it
+    finishes (a killed command reruns only the K values left)."""
+    return cluster.sweep(x, list(settings.ks), n_init=settings.n_init,
+                         max_iter=settings.max_iter, seed=settings.seed,
+                         silhouette_sample=settings.silhouette_sample,
+                         impl=settings.kmeans, resume_dir=resume_dir)
 
 
 def open_run_split(args):

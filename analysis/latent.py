@@ -3,15 +3,13 @@
     python -m analysis.latent --ckpt WORKDIR --out DIR [--checkpoint best] [--split train]
         [--layer 3] [--subset full-annotated --subset random:10000 --subset all]
 
-Extracts the bottleneck latents (cached in DIR/latents), then for each subset of samples: PCA
-(explained variance, components for 90/95/99 %, the 2-D projection with ground-truth heatmap
-thumbnails: Fig. 16), walks from the mean along components 1, 2, 3, 10, 30, 50, 100 and the
-last with steps of +-1, 2, 3 sqrt(eigenvalue), and the negative-only walk -2 to -3 by 0.25,
-with the nearest real samples (Fig. 15), K-Means for K = 2..10 with 10 restarts of at most
-1000 iterations and the silhouette of each K (Fig. 17), the best K's clusters on the shared
-2-D projection and each cluster on its own standardised 2-D PCA with skeleton thumbnails
-(Figs. 18, 20), and the samples nearest each centroid (Figs. 19, 21). Every figure is a PNG
-beside the numbers behind it; DIR/index.html shows them all.
+Extracts the bottleneck latents (cached in DIR/latents), then for each subset of samples
+runs the study of analysis.study: PCA (Fig. 16), walks from the mean along components 1, 2,
+3, 10, 30, 50, 100 and the last, and the negative-only walk (Fig. 15), K-Means for K = 2..10
+with 10 restarts of at most 1000 iterations and the silhouette of each K (Fig. 17), the
+clusters (Figs. 18, 20) and the samples nearest each centroid (Figs. 19, 21). Every flag is
+checked against the run before any work. Every figure is a PNG beside the numbers behind
+it; DIR/index.html shows them all.
 """
 
 from __future__ import annotations
@@ -26,27 +24,13 @@ from shg_jax import cpu_flags
 if __name__ == "__main__":
     cpu_flags.restart_with_hugepage_malloc()    # before the imports below (main.py)
 
-import jax.numpy as jnp
-import numpy as np
-from PIL import Image
-
-from analysis import cluster, figures
-from analysis import pca as pca_lib
-from analysis.common import (add_kmeans_arguments, add_run_arguments, check_ks,
-                             gt_overlays, kmeans_sweep, open_run_split)
-from shg_jax.latents import Latents, extract
+from analysis.common import add_kmeans_arguments, add_run_arguments, check_ks, open_run_split
 from analysis.report import Report
+from analysis.study import (DEFAULT_SUBSETS, THESIS_COMPONENTS, StudySettings,
+                            analyse_subset)
 from shg_jax import cli
-from shg_jax.draw import draw_skeleton
-from shg_jax.heatmap import decode_heatmaps
+from shg_jax.latents import extract
 from shg_jax.models import CODE_LAYER, latent_layer, latent_layers, latent_shape
-from shg_jax.progress import timed
-
-WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
-#: The thesis' second, negative-only walk (manifold.ipynb): -2 to -3 sqrt(lambda) by 0.25.
-NEGATIVE_WALK_STEPS = (-2, -2.25, -2.5, -2.75, -3)
-#: The thesis' walked components (1-based); "last" is the D-th (4,096 for its latent).
-COMPONENTS = "1,2,3,10,30,50,100,last"
 
 
 def parse_components(spec: str) -> list[int | str]:
@@ -61,17 +45,6 @@ def parse_components(spec: str) -> list[int | str]:
         else:
             raise argparse.ArgumentTypeError(f"components are 1-based integers or 'last', "
                                              f"got {c!r}")
-    return out
-
-
-def resolve_components(components, dimension: int) -> list[int]:
-    """1-based components, 'last' = dimension, in order, once; each must exist in
-    `dimension` (`check_components` refuses the others before any work)."""
-    out = []
-    for c in components:
-        c = dimension if c == "last" else c
-        if c not in out:
-            out.append(c)
     return out
 
 
@@ -92,149 +65,6 @@ def parse_subset(spec: str) -> str:
                                      f"got {spec!r}")
 
 
-def select(latents: Latents, spec: str, seed: int) -> np.ndarray:
-    """Rows of a subset (`parse_subset`): 'all', 'full-annotated' (all 17 joints labelled)
-    or 'random:N'."""
-    n = len(latents.image_id)
-    if spec == "all":
-        return np.arange(n)
-    if spec == "full-annotated":
-        return np.nonzero(np.asarray(latents.n_labelled) == latents.keypoints.shape[1])[0]
-    k = min(int(spec.split(":")[1]), n)
-    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
-
-
-def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split, args):
-    rows = select(latents, spec, args.seed)
-    slug = spec.replace(":", "")
-    report.section(f"Subset {spec}: {len(rows)} of {len(latents.image_id)} samples")
-    if len(rows) < max(3, max(args.ks) + 1):
-        report.json({"samples": int(len(rows))}, f"{slug}-skipped.json",
-                    "too few samples for PCA and K-Means; nothing computed")
-        return
-    sub = latents.subset(rows)
-    x = sub.latents
-
-    def thumbs(r):
-        batch = split.gather(sub.index[np.asarray(r)])
-        return gt_overlays(steps, batch["images"], batch["keypoints"])
-
-    def skeletons(r):
-        batch = split.gather(sub.index[np.asarray(r)])
-        return skeleton_thumbnails(steps, batch["keypoints"], batch["images"].shape[1])
-
-    # PCA
-    with timed(f"{spec}: PCA of {x.shape[0]} x {x.shape[1]}"):
-        pca = pca_lib.fit(x)
-    counts = pca.components_for()
-    report.figure(figures.variance_curves(pca, counts), f"{slug}-pca_variance.png",
-                  "explained variance ratio and cumulative curve")
-    cum = np.cumsum(pca.ratio)
-    report.csv(["component", "explained_variance_ratio", "cumulative"],
-               [[i + 1, float(r), float(c)] for i, (r, c) in enumerate(zip(pca.ratio, cum))],
-               f"{slug}-pca_variance.csv", "explained variance per component")
-    report.json({"samples": int(len(rows)), "dimension": int(x.shape[1]),
-                 "components_for": counts,
-                 "thesis_index_for": pca_lib.thesis_index(counts),
-                 "first_two_explain": float(cum[1])},
-                f"{slug}-pca.json", "PCA summary (thesis_index_for: the thesis' 0-based "
-                "argmax, i.e. components_for - 1; its 541 = 542 components)", summary=counts)
-    coords = pca.project(x, 2)
-    shown = np.sort(np.random.default_rng(args.seed).choice(len(rows), min(40, len(rows)),
-                                                            replace=False))
-    report.figure(figures.projection_with_thumbnails(coords, thumbs(shown), list(shown),
-                                                     float(cum[1])),
-                  f"{slug}-pca_projection.png",
-                  "the first two components with ground-truth heatmap thumbnails (Fig. 16)")
-    # Component walks: +-1..3 sqrt(lambda), then the thesis' negative-only walk
-    comps = resolve_components(args.components, x.shape[1])
-    with timed(f"{spec}: component walks"):
-        _walks(report, pca, x, sub, comps, slug, thumbs)
-    # K-Means and silhouette
-    sweep = kmeans_sweep(x, args, report.dir / "kmeans" / slug)
-    report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
-                                           sweep.silhouette_sample, len(rows)),
-                  f"{slug}-silhouette.png", "silhouette score per K (Fig. 17)")
-    with timed(f"{spec}: cluster figures"):
-        _cluster_figures(report, x, coords, sweep, sub, slug, thumbs, skeletons, args.seed)
-
-
-def _walks(report: Report, pca, x: np.ndarray, sub: Latents, comps: list[int], slug: str,
-           thumbs) -> None:
-    """The walks from the mean along components `comps` (+-1..3 sqrt(lambda), then the
-    thesis' negative-only walk): the nearest real samples, as figures and JSON."""
-    for name, walk_steps, what in (
-            ("pca_walks", WALK_STEPS, "walks from the mean along components (Fig. 15)"),
-            ("pca_walks_negative", NEGATIVE_WALK_STEPS,
-             "negative-only walks, -2 to -3 sqrt(lambda) by 0.25")):
-        walks, grid = {}, []
-        for c in comps:
-            nearest = pca_lib.walk_targets(pca, x, c - 1, walk_steps)
-            walks[c] = [{"step": k, "row": int(sub.index[i]), "image_id": int(sub.image_id[i]),
-                         "ann_id": int(sub.ann_id[i])} for k, i in zip(walk_steps, nearest)]
-            grid.append(thumbs(nearest))
-        report.figure(figures.image_grid(grid, [f"PC {c}" for c in comps],
-                                         [f"{k:+g} sqrt(lambda)" if k else "mean"
-                                          for k in walk_steps],
-                                         "nearest real samples along principal components"),
-                      f"{slug}-{name}.png", what)
-        report.json(walks, f"{slug}-{name}.json", "the samples of the walks")
-
-def _cluster_figures(report: Report, x: np.ndarray, coords: np.ndarray, sweep, sub: Latents,
-                     slug: str, thumbs, skeletons, seed: int) -> None:
-    """The figures and numbers of the sweep's best K: clusters on the shared projection,
-    each cluster on its own standardised PCA, the samples nearest the centroids."""
-    k = sweep.best_k
-    report.figure(figures.clusters_2d(coords, sweep.labels[k], k), f"{slug}-clusters.png",
-                  f"the K = {k} clusters on the shared 2-D projection")
-    report.figure(figures.cluster_panels(cluster_panels(x, sweep.labels[k], k, skeletons,
-                                                        seed)),
-                  f"{slug}-cluster_panels.png", f"each of the K = {k} clusters on its own "
-                  "standardised 2-D PCA, with skeleton thumbnails (Figs. 18, 20)")
-    nearest = cluster.nearest_to_centroids(x, sweep.centroids[k])
-    report.figure(figures.image_grid([thumbs(nearest)], ["nearest"],
-                                     [f"cluster {c}" for c in range(k)]),
-                  f"{slug}-centroids.png", "the samples nearest each centroid (Fig. 19, 21)")
-    report.json({"ks": sweep.ks, "silhouette": sweep.silhouettes, "inertia": sweep.inertias,
-                 "best_k": k, "silhouette_rows": sweep.silhouette_sample,
-                 "cluster_sizes": np.bincount(sweep.labels[k], minlength=k).tolist(),
-                 "nearest_to_centroid": [int(sub.index[i]) for i in nearest]},
-                f"{slug}-kmeans.json", "K-Means and silhouette numbers",
-                summary={"best K": k, "silhouette": round(max(sweep.silhouettes), 4)})
-    report.csv(["row", "image_id", "ann_id", "pc1", "pc2", "cluster"],
-               [[int(r), int(i), int(a), float(p1), float(p2), int(c)] for r, i, a, (p1, p2), c
-                in zip(sub.index, sub.image_id, sub.ann_id, coords, sweep.labels[k])],
-               f"{slug}-projection.csv",
-               f"every sample's 2-D coordinates and cluster (K = {k}): the projection figures")
-
-
-def skeleton_thumbnails(steps, keypoints: np.ndarray, size: int) -> list[np.ndarray]:
-    """The skeletons of the ground-truth heatmaps' argmax joints (the thesis' thumbnails), drawn
-    on white at the crop size: (N, J, 3) crop keypoints -> N (size, size, 3) uint8 images."""
-    xy, peak = decode_heatmaps(steps.codec.targets(jnp.asarray(keypoints)), input_size=size)
-    kps = np.concatenate([np.asarray(xy), np.where(np.asarray(peak) > 0, 2.0, 0.0)[..., None]],
-                         axis=-1)
-    return [np.asarray(draw_skeleton(Image.new("RGB", (size, size), "white"), k,
-                                     radius=size / 40, width=max(2, size // 40))) for k in kps]
-
-
-def cluster_panels(x: np.ndarray, labels: np.ndarray, k: int, skeletons, seed: int,
-                   n_thumbs: int = 12) -> list:
-    """Per cluster: its standardised 2-D PCA coordinates and skeleton thumbnails of a seeded
-    sample of its members (the thesis' per-cluster figures)."""
-    panels = []
-    rng = np.random.default_rng(seed)
-    for c in range(k):
-        members = np.nonzero(labels == c)[0]
-        if len(members) < 3:
-            coords = np.zeros((len(members), 2), np.float32)
-        else:
-            coords = pca_lib.standardised_projection(np.asarray(x)[members], 2)
-        shown = np.sort(rng.choice(len(members), min(n_thumbs, len(members)), replace=False))
-        panels.append((coords, skeletons(members[shown]) if len(shown) else [], list(shown)))
-    return panels
-
-
 def parse_args(argv=None):
     p = cli.parser("python -m analysis.latent", __doc__,
                    "python -m analysis.latent --ckpt runs/demo --out reports/latent --split train")
@@ -243,8 +73,9 @@ def parse_args(argv=None):
                    help="bottleneck residual 1, 2, 3, or 'code' (autoencoder models)")
     p.add_argument("--subset", action="append", type=parse_subset,
                    help="full-annotated | random:N | all; repeatable (default: "
-                        "full-annotated, random:10000 and all)")
-    p.add_argument("--components", default=COMPONENTS, type=parse_components,
+                        + ", ".join(DEFAULT_SUBSETS) + ")")
+    p.add_argument("--components", default=",".join(map(str, THESIS_COMPONENTS)),
+                   type=parse_components,
                    help="1-based components to walk along ('last' = the latent dimension)")
     add_kmeans_arguments(p)
     return p.parse_args(argv)
@@ -281,10 +112,14 @@ def main(argv=None) -> int:
     label = cli.checkpoint_label(args.workdir, args.checkpoint, record)
     report = Report(args.out, f"Latent space: {args.workdir} ({label}, epoch "
                               f"{record.epoch}), {args.split} split, layer {args.layer}")
+    settings = StudySettings(components=tuple(args.components), ks=tuple(args.ks),
+                             n_init=args.n_init, max_iter=args.max_iter,
+                             silhouette_sample=args.silhouette_sample, kmeans=args.kmeans,
+                             seed=args.seed)
     latents = extract(steps, state, split, args.layer, args.out, batch_size=args.batch_size,
                       checkpoint={"workdir": str(args.workdir), "step": record.global_step})
-    for spec in args.subset or ["full-annotated", "random:10000", "all"]:
-        analyse_subset(report, latents, spec, steps=steps, split=split, args=args)
+    for spec in args.subset or DEFAULT_SUBSETS:
+        analyse_subset(report, latents, spec, steps=steps, split=split, settings=settings)
     print(f"wrote {report.write_index()}")
     return 0
 

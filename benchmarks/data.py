@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from data_prep import coco as prep
-from data_prep import synthetic
+from data_prep import synthesis
 from shg_jax import cli, data
 
 
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        root = pathlib.Path(args.coco_root) if args.coco_root else synthetic.generate(
+        root = pathlib.Path(args.coco_root) if args.coco_root else synthesis.generate(
             tmp / "coco", train=args.images, val=max(1, args.images // 10), size=640)
         out = tmp / "prepared"
         print(f"source: {root}")

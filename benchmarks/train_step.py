@@ -39,7 +39,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from shg_jax import cli, placement
-from shg_jax.convert import THESIS_MEAN_RGB
+from shg_jax.thesis_weights import THESIS_MEAN_RGB
 from shg_jax.errors import UserError
 from shg_jax.steps import Steps
 

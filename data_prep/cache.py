@@ -4,14 +4,15 @@ fresh machine with no download."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 
 import jax
 from jax.experimental import multihost_utils
 
-from data_prep import coco as prep
-from data_prep import synthetic
+from data_prep import synthesis
+from data_prep.prepare import prepare
 from shg_jax import data, fileio
 from shg_jax.errors import UserError
 
@@ -56,12 +57,10 @@ def _make_synthetic(config) -> pathlib.Path:
         print(f"generating synthetic data in {coco_root} (first use only)")
         shutil.rmtree(coco_root, ignore_errors=True)
         s = config.synthetic
-        synthetic.generate(coco_root, train=s.train, val=s.val, seed=s.seed,
+        synthesis.generate(coco_root, train=s.train, val=s.val, seed=s.seed,
                            size=s.image_size)
     n_test = max(1, config.synthetic.val)         # a test split as large as val, at most
-    status = prep.main(["--coco-root", str(coco_root), "--out", str(root), "--size",
-                        str(config.model.input_size), "--test-size", str(n_test),
-                        "--crop-mode", config.synthetic.get("crop_mode", "thesis")])
-    if status:
-        raise CacheError(f"preparing {coco_root} failed (exit status {status})")
+    prepare(coco_root, root, size=config.model.input_size, test_size=n_test,
+            crop_mode=config.synthetic.crop_mode, workers=max(1, os.cpu_count() or 1))
+    print(f"prepared {root}")
     return root

@@ -5,361 +5,19 @@
         [--shard-size 1024] [--overwrite]
 
 Reads annotations/person_keypoints_{train,val}2017.json and the train2017/ val2017/ image
-folders. Crops: `shg_jax.crop` (the default "thesis" mode is the thesis' own code, its drops
-included). Splits (DESIGN.md): val = val2017; test = --test-size crops drawn from the
-train2017 crops by a seeded RNG, crop by crop as the thesis did (persons of one photo can be
-in train and test), or with --test-split-by image whole photos at a time (no photo in two
-splits); train = the rest.
-
-The work is planned from the JSON alone (crop boxes and drops need only the image sizes),
-then images are decoded and cropped on --workers processes in a fixed order, so the output is
-byte-identical for any worker count. Each shard is written under a temporary name and
-renamed; each split's meta.json follows its last shard and the top-level meta.json comes last.
-A rerun resumes a killed run from its last complete shard, does nothing on a complete output,
-and starts over with --overwrite.
+folders and writes the val, test and train splits (data_prep.prepare says how). A rerun
+resumes a killed run from its last complete shard, does nothing on a complete output, and
+starts over with --overwrite.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import dataclasses
-import io
-import json
-import multiprocessing
 import os
-import pathlib
-import shutil
 import sys
 
-import numpy as np
-from PIL import Image
-
+from data_prep.prepare import prepare
+from shg_jax import cli
 from shg_jax import crop as cropping
-from shg_jax import cli, fileio, shards
-from shg_jax.errors import UserError
-from shg_jax.progress import Progress
-from shg_jax.skeleton import N_JOINTS
-
-SOURCES = {"train": "train2017", "val": "val2017"}
-
-
-@dataclasses.dataclass
-class Person:
-    ann_id: int
-    keypoints: np.ndarray            # (17, 3) image pixels
-    box: cropping.CropBox
-
-
-@dataclasses.dataclass
-class ImageTask:
-    path: str
-    image_id: int
-    persons: list                    # of Person, in annotation-id order
-
-
-@dataclasses.dataclass
-class SplitPlan:
-    tasks: list = dataclasses.field(default_factory=list)
-    persons_seen: int = 0
-    persons_with_keypoints: int = 0
-    dropped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-
-
-class InputError(UserError):
-    """A missing or unusable input; the message names the path and what to do."""
-
-
-def annotation_path(root: pathlib.Path, source: str) -> pathlib.Path:
-    return root / "annotations" / f"person_keypoints_{source}.json"
-
-
-def check_inputs(root: pathlib.Path) -> None:
-    for source in SOURCES.values():
-        ann = annotation_path(root, source)
-        if not ann.is_file():
-            raise InputError(f"annotation file not found: {ann} (download COCO 2017 "
-                             f"annotations, or pass the right --coco-root)")
-        if not (root / source).is_dir():
-            raise InputError(f"image folder not found: {root / source} (download COCO 2017 "
-                             f"{source} images, or pass the right --coco-root)")
-
-
-def load_coco(path: pathlib.Path):
-    from pycocotools.coco import COCO
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):     # pycocotools prints timings
-            return COCO(str(path))
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"cannot read {path} as COCO keypoint annotations: {e}") from e
-
-
-def plan_source(root: pathlib.Path, source: str, crop_mode: str, limit: int | None
-                ) -> list[tuple[ImageTask, int, int, collections.Counter]]:
-    """Per image (sorted by id): its task, persons seen, persons with keypoints, drops."""
-    coco = load_coco(annotation_path(root, source))
-    person_cat = coco.getCatIds(catNms=["person"]) or [1]
-    image_ids = sorted(i for i in coco.getImgIds() if coco.getAnnIds(imgIds=[i],
-                                                                   catIds=person_cat))
-    if limit:
-        image_ids = image_ids[:limit]
-    planned = []
-    for image_id in image_ids:
-        info = coco.imgs[image_id]
-        anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=[image_id], catIds=person_cat)),
-                      key=lambda a: a["id"])
-        drops = collections.Counter()
-        persons = []
-        with_kps = 0
-        for ann in anns:
-            kps = np.asarray(ann.get("keypoints") or np.zeros(3 * N_JOINTS),
-                             np.float64).reshape(N_JOINTS, 3)
-            if not np.any(kps[:, 2] > 0):
-                drops["no_labelled_keypoint"] += 1
-                continue
-            with_kps += 1
-            if ann.get("iscrowd", 0):
-                drops["crowd"] += 1
-                continue
-            try:
-                box = cropping.person_box(crop_mode, kps, ann["bbox"], info["width"],
-                                          info["height"])
-            except cropping.CropError as e:
-                drops[e.reason] += 1
-                continue
-            persons.append(Person(ann["id"], kps, box))
-        task = ImageTask(str(root / source / info["file_name"]), image_id, persons)
-        planned.append((task, len(anns), with_kps, drops))
-    return planned
-
-
-def plan_splits(root: pathlib.Path, crop_mode: str, test_size: int, seed: int,
-                limit: int | None, test_split_by: str = "crop") -> dict[str, SplitPlan]:
-    plans = {name: SplitPlan() for name in shards.SPLITS}
-
-    def add(split, task, seen, with_kps, drops):
-        plan = plans[split]
-        plan.persons_seen += seen
-        plan.persons_with_keypoints += with_kps
-        plan.dropped.update(drops)
-        if task.persons:
-            plan.tasks.append(task)
-
-    for item in plan_source(root, SOURCES["val"], crop_mode, limit):
-        add("val", *item)
-    train_items = plan_source(root, SOURCES["train"], crop_mode, limit)
-    rng = np.random.default_rng(seed)
-    if test_split_by == "crop":
-        # The thesis' draw: test_size crops chosen one by one from all train2017 crops
-        # (persons of one photo can land in both splits).
-        crops = [(i, j) for i, item in enumerate(train_items)
-                 for j in range(len(item[0].persons))]
-        chosen = rng.choice(len(crops), size=min(test_size, len(crops)), replace=False)
-        in_test = {crops[c] for c in chosen.tolist()}
-        for i, (task, seen, with_kps, drops) in enumerate(train_items):
-            test = [p for j, p in enumerate(task.persons) if (i, j) in in_test]
-            train = [p for j, p in enumerate(task.persons) if (i, j) not in in_test]
-            add("test", dataclasses.replace(task, persons=test), len(test), len(test), {})
-            add("train", dataclasses.replace(task, persons=train), seen - len(test),
-                with_kps - len(test), drops)
-        return plans
-    # By image: shuffled images, whole images at a time while they fit, until test_size
-    # crops, so that no photo is in two splits.
-    order = rng.permutation(len(train_items))
-    in_test, n_test = set(), 0
-    for i in order:
-        n = len(train_items[i][0].persons)
-        if n and n_test + n <= test_size:
-            in_test.add(int(i))
-            n_test += n
-        if n_test == test_size:
-            break
-    for i, item in enumerate(train_items):
-        add("test" if i in in_test else "train", *item)
-    return plans
-
-
-def process_image(task: ImageTask, size: int):
-    """Decodes one image and crops its persons -> (crops, error); crops are tuples
-    (image uint8 (S, S, 3), keypoints float32 (17, 3), image_id, ann_id)."""
-    try:
-        with Image.open(task.path) as im:
-            im.load()
-            photo = cropping.photo_array(im)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        return [], f"{type(e).__name__}: {e}"
-    return [(p.box.crop(photo, size), p.box.to_crop(p.keypoints, size),
-             task.image_id, p.ann_id) for p in task.persons], None
-
-
-def _process(args):
-    return process_image(*args)
-
-
-@dataclasses.dataclass
-class WriterState:
-    """Where a split's writer stands; saved with every shard so that a rerun can resume."""
-    next_task: int = 0
-    shards: list = dataclasses.field(default_factory=list)     # [{"name", "count"}]
-    dropped: dict = dataclasses.field(default_factory=dict)    # processing-time drops
-    unreadable: list = dataclasses.field(default_factory=list)
-    rgb_sum: list = dataclasses.field(default_factory=lambda: [0, 0, 0])  # exact
-    pixels: int = 0
-
-    @property
-    def count(self) -> int:
-        return sum(s["count"] for s in self.shards)
-
-
-def resume_state(split_dir: pathlib.Path) -> WriterState:
-    """The state after the last complete shard; removes temporary leftovers."""
-    fileio.remove_tmp(split_dir)
-    state = WriterState()
-    index = 0
-    while (split_dir / shards.shard_name(index) / shards.PROGRESS).is_file():
-        index += 1
-    if index:
-        with open(split_dir / shards.shard_name(index - 1) / shards.PROGRESS) as f:
-            state = WriterState(**json.load(f))
-    # Shard folders past the resume point (none in practice) would be rewritten; drop them.
-    for p in split_dir.iterdir() if split_dir.is_dir() else ():
-        if p.is_dir() and p.name.isdigit() and int(p.name) >= index:
-            shutil.rmtree(p)
-    return state
-
-
-def write_shard(split_dir: pathlib.Path, crops: list, state: WriterState) -> None:
-    name = shards.shard_name(len(state.shards))
-    final = split_dir / name
-    tmp = fileio.tmp_name(final)
-    columns = list(zip(*crops))
-    arrays = dict(images=np.stack(columns[0]), keypoints=np.stack(columns[1]),
-                  image_id=np.asarray(columns[2], np.int64),
-                  ann_id=np.asarray(columns[3], np.int64))
-    channel_sums = arrays["images"].sum(axis=(0, 1, 2), dtype=np.uint64).tolist()
-    state.rgb_sum = [a + int(b) for a, b in zip(state.rgb_sum, channel_sums)]
-    state.pixels += int(np.prod(arrays["images"].shape[:3]))
-    state.shards.append({"name": name, "count": len(crops)})
-    with fileio.cleaned_up(final, tmp):
-        tmp.mkdir(parents=True)
-        for key in shards.ARRAYS:
-            np.save(tmp / f"{key}.npy", arrays[key])
-        fileio.write_json(tmp / shards.PROGRESS, dataclasses.asdict(state))
-        os.replace(tmp, final)
-
-
-def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
-                  shard_size: int, pool) -> dict:
-    split_dir = out / name
-    split_dir.mkdir(parents=True, exist_ok=True)
-    state = resume_state(split_dir)
-    tasks = plan.tasks[state.next_task:]
-    if state.next_task:
-        print(f"{name}: resuming at image {state.next_task}/{len(plan.tasks)} "
-              f"({state.count} crops in {len(state.shards)} shards)", file=sys.stderr)
-    work = [(t, size) for t in tasks]
-    results = pool.imap(_process, work, chunksize=4) if pool else map(_process, work)
-    pending: list = []
-    with Progress(len(plan.tasks), name, unit="crops") as progress:
-        progress.done = state.next_task
-        for task, (crops, error) in zip(tasks, results):
-            state.next_task += 1
-            if error is not None:
-                state.dropped["image_unreadable"] = (state.dropped.get("image_unreadable", 0)
-                                                     + len(task.persons))
-                state.unreadable.append({"file": task.path, "image_id": task.image_id,
-                                         "error": error})
-            pending.extend(crops)
-            if len(pending) >= shard_size:
-                write_shard(split_dir, pending, state)
-                pending = []
-            progress.update(1, count=len(crops))
-        if pending or not state.shards:
-            if pending:
-                write_shard(split_dir, pending, state)
-    dropped = collections.Counter(plan.dropped)
-    dropped.update(state.dropped)
-    mean = [s / (255.0 * state.pixels) if state.pixels else None for s in state.rgb_sum]
-    offsets = [cropping.label_offsets_x(p.box, p.keypoints, size)
-               for t in plan.tasks for p in t.persons]
-    offsets = np.concatenate(offsets) if offsets else np.zeros(0)
-    meta = dict(split=name, count=state.count, shards=state.shards,
-                persons_seen=plan.persons_seen,
-                persons_with_keypoints=plan.persons_with_keypoints,
-                kept=state.count, dropped=dict(sorted(dropped.items())),
-                negative_start=sum(p.box.negative_start for t in plan.tasks
-                                   for p in t.persons),
-                unreadable_images=state.unreadable, images=len(plan.tasks),
-                mean_rgb=mean,
-                label_offset_x=float(offsets.mean()) if len(offsets) else 0.0,
-                format_version=shards.FORMAT_VERSION)
-    fileio.write_json(split_dir / shards.META, meta)
-    return meta
-
-
-def run(args) -> int:
-    root, out = pathlib.Path(args.coco_root), pathlib.Path(args.out)
-    check_inputs(root)
-    settings = dict(source=str(root.resolve()), crop_mode=args.crop_mode, size=args.size,
-                    test_size=args.test_size, test_split_by=args.test_split_by,
-                    seed=args.seed, limit=args.limit,
-                    shard_size=args.shard_size, format_version=shards.FORMAT_VERSION)
-    settings_file = out / "prepare.json"
-    if args.overwrite and out.exists():
-        for p in [out / shards.META, settings_file, *(out / s for s in shards.SPLITS)]:
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    if (out / shards.META).is_file():
-        print(f"{out} is already complete; nothing to do (--overwrite to redo it)")
-        return 0
-    if settings_file.is_file():
-        with open(settings_file) as f:
-            previous = json.load(f)
-        if previous != settings:
-            diff = {k: (previous.get(k), v) for k, v in settings.items()
-                    if previous.get(k) != v}
-            raise InputError(f"{out} holds an unfinished preparation with other settings "
-                             f"{diff} (old, new); rerun with the same settings to resume, "
-                             f"or pass --overwrite")
-    # Planning reads every annotation file, so a malformed one stops here, before anything
-    # is written.
-    plans = plan_splits(root, args.crop_mode, args.test_size, args.seed, args.limit,
-                        args.test_split_by)
-    out.mkdir(parents=True, exist_ok=True)
-    fileio.write_json(settings_file, settings)
-    if not plans["train"].tasks:
-        print(f"warning: --test-size {args.test_size} takes every train2017 crop; the train "
-              f"split is empty (pass a smaller --test-size to train on this data)",
-              file=sys.stderr)
-    metas = {}
-    pool = (multiprocessing.get_context("spawn").Pool(args.workers)
-            if args.workers > 1 else None)
-    try:
-        for name in ("val", "test", "train"):
-            split_meta = out / name / shards.META
-            if split_meta.is_file():
-                with open(split_meta) as f:
-                    metas[name] = json.load(f)
-                continue
-            metas[name] = prepare_split(name, plans[name], out, size=args.size,
-                                        shard_size=args.shard_size, pool=pool)
-    finally:
-        if pool:
-            pool.terminate()
-    keys = ("count", "persons_seen", "persons_with_keypoints", "kept", "dropped",
-            "negative_start")
-    summary = {name: {k: m[k] for k in keys} | {"unreadable_images": len(m["unreadable_images"])}
-               for name, m in metas.items()}
-    fileio.write_json(out / shards.META, dict(settings, splits=summary,
-                                              mean_rgb=metas["train"]["mean_rgb"],
-                                              label_offset_x=metas["train"].get(
-                                                  "label_offset_x", 0.0),
-                                              image_size=args.size))
-    for name in ("train", "val", "test"):
-        m = summary[name]
-        print(f"{name}: {m['count']} crops, {m['persons_seen']} persons seen, dropped "
-              f"{m['dropped'] or 'none'}, {m['unreadable_images']} unreadable images")
-    print(f"wrote {out}")
-    return 0
 
 
 def parse_args(argv=None):
@@ -369,22 +27,23 @@ def parse_args(argv=None):
     p.add_argument("--coco-root", required=True,
                    help="folder with annotations/, train2017/ and val2017/")
     p.add_argument("--out", required=True, help="output folder for the shards")
-    p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+    p.add_argument("--workers", type=cli.whole_number(1), default=max(1, os.cpu_count() or 1),
                    help="decoding processes")
     p.add_argument("--crop-mode", choices=cropping.CROP_MODES, default="thesis",
                    help="person crop rule: thesis = the thesis' own code (drops persons it "
                    "cannot centre); square = centred square, drops only what cannot fit; "
                    "bbox_pad = 1.25 x COCO box, zero padded")
-    p.add_argument("--size", type=int, default=256, help="crop side in pixels")
-    p.add_argument("--test-size", type=int, default=5064,
+    p.add_argument("--size", type=cli.whole_number(8), default=256, help="crop side in pixels")
+    p.add_argument("--test-size", type=cli.whole_number(0), default=5064,
                    help="crops drawn from train2017 for the test split")
     p.add_argument("--test-split-by", choices=("crop", "image"), default="crop",
                    help="crop: the thesis' draw, crop by crop; image: whole photos, so no "
                    "photo is in train and test")
-    p.add_argument("--seed", type=int, default=0, help="seed of the test-split draw")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--seed", type=cli.whole_number(0), default=0,
+                   help="seed of the test-split draw")
+    p.add_argument("--limit", type=cli.whole_number(1), default=None,
                    help="use only the first N images (by id) of each annotation file")
-    p.add_argument("--shard-size", type=int, default=1024,
+    p.add_argument("--shard-size", type=cli.whole_number(1), default=1024,
                    help="crops per shard (a shard ends at an image boundary)")
     p.add_argument("--overwrite", action="store_true", help="delete and redo a complete or "
                    "unfinished output")
@@ -393,7 +52,20 @@ def parse_args(argv=None):
 
 @cli.command
 def main(argv=None) -> int:
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    summary = prepare(args.coco_root, args.out, crop_mode=args.crop_mode, size=args.size,
+                      test_size=args.test_size, test_split_by=args.test_split_by,
+                      seed=args.seed, limit=args.limit, shard_size=args.shard_size,
+                      workers=args.workers, overwrite=args.overwrite)
+    if summary is None:
+        print(f"{args.out} is already complete; nothing to do (--overwrite to redo it)")
+        return 0
+    for name in ("train", "val", "test"):
+        m = summary[name]
+        print(f"{name}: {m['count']} crops, {m['persons_seen']} persons seen, dropped "
+              f"{m['dropped'] or 'none'}, {m['unreadable_images']} unreadable images")
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,31 +8,14 @@ blue. Each tile is labelled with its COCO image and annotation ids.
 
 from __future__ import annotations
 
-import math
 import pathlib
 import sys
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from shg_jax import cli, data
-from shg_jax.draw import draw_skeleton
+from shg_jax.draw import crop_grid
 from shg_jax.fileio import tmp_name
-
-
-def preview_grid(split: data.Split, indices) -> Image.Image:
-    batch = split.gather(np.asarray(indices))
-    size = split.image_size
-    cols = math.ceil(math.sqrt(len(indices)))
-    rows = math.ceil(len(indices) / cols)
-    grid = Image.new("RGB", (cols * size, rows * size), (0, 0, 0))
-    for i in range(len(indices)):
-        tile = draw_skeleton(Image.fromarray(batch["images"][i]), batch["keypoints"][i],
-                             radius=max(2.0, size / 64))
-        ImageDraw.Draw(tile).text((3, 2), f"img {batch['image_id'][i]} ann "
-                                          f"{batch['ann_id'][i]}", fill=(255, 255, 255))
-        grid.paste(tile, ((i % cols) * size, (i // cols) * size))
-    return grid
 
 
 @cli.command
@@ -41,17 +24,20 @@ def main(argv=None) -> int:
                    "python -m data_prep.preview ~/data/coco_prepared/train --n 16 --out "
                    "train_grid.png")
     p.add_argument("split_dir", help="a prepared split folder, e.g. DATA_DIR/train")
-    p.add_argument("--n", type=int, default=16, help="crops to show")
+    p.add_argument("--n", type=cli.whole_number(1), default=16, help="crops to show")
     p.add_argument("--out", default="grid.png", help="output PNG")
-    p.add_argument("--seed", type=int, default=0, help="which random crops to show")
+    p.add_argument("--seed", type=cli.whole_number(0), default=0,
+                   help="which random crops to show")
     args = p.parse_args(argv)
     split_dir = pathlib.Path(args.split_dir)
     split = data.Split(split_dir.parent, split_dir.name)
     rng = np.random.default_rng(args.seed)
     indices = np.sort(rng.choice(len(split), size=min(args.n, len(split)), replace=False))
     out = pathlib.Path(args.out)
+    batch = split.gather(indices)
+    labels = [f"img {i} ann {a}" for i, a in zip(batch["image_id"], batch["ann_id"])]
     tmp = tmp_name(out)
-    preview_grid(split, indices).save(tmp, format="PNG")
+    crop_grid(batch["images"], batch["keypoints"], labels).save(tmp, format="PNG")
     tmp.replace(out)
     print(f"wrote {out} ({len(indices)} crops of {len(split)} in {split_dir})")
     return 0

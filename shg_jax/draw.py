@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -69,3 +71,18 @@ def heatmap_grid(images: np.ndarray, *maps: np.ndarray) -> np.ndarray:
     rows = [np.concatenate([img] + [overlay_heatmap(img, fuse_heatmaps(m[i])) for m in maps],
                            axis=1) for i, img in enumerate(images)]
     return np.concatenate(rows, axis=0)
+
+
+def crop_grid(images: np.ndarray, keypoints: np.ndarray, labels: list[str]) -> Image.Image:
+    """Crops (N, S, S, 3) uint8 with their skeletons (N, J, 3) drawn and a label each, in a
+    near-square grid."""
+    n, size = len(images), images.shape[1]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = Image.new("RGB", (cols * size, rows * size), (0, 0, 0))
+    for i in range(n):
+        tile = draw_skeleton(Image.fromarray(images[i]), keypoints[i],
+                             radius=max(2.0, size / 64))
+        ImageDraw.Draw(tile).text((3, 2), labels[i], fill=(255, 255, 255))
+        grid.paste(tile, ((i % cols) * size, (i // cols) * size))
+    return grid

@@ -55,8 +55,8 @@ class PlateauSchedule:
     @classmethod
     def from_dict(cls, d: dict) -> "PlateauSchedule":
         d = dict(d)
-        d["best"] = -math.inf if d.get("best") is None else d["best"]
-        d["milestones"] = tuple(d.get("milestones", ()))
+        d["best"] = -math.inf if d["best"] is None else d["best"]
+        d["milestones"] = tuple(d["milestones"])
         return cls(**d)
 
     @classmethod

@@ -56,10 +56,10 @@ def coco_sample():
 def tiny_data(tmp_path_factory):
     """Synthetic figures prepared as 64x64 crops (made once per test session)."""
     from data_prep import coco as prep
-    from data_prep import synthetic
+    from data_prep import synthesis
 
     root = tmp_path_factory.mktemp("tiny_data")
-    synthetic.generate(root / "coco", train=150, val=24, seed=3, size=96)
+    synthesis.generate(root / "coco", train=150, val=24, seed=3, size=96)
     assert prep.main(["--coco-root", str(root / "coco"), "--out", str(root / "prepared"),
                       "--size", "64", "--test-size", "16", "--workers", "1"]) == 0
     return root / "prepared"

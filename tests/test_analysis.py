@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score as sk_silhouette
 
-from analysis import cluster, figures, latent, skips
+from analysis import ablation, cluster, figures, latent, skips, study
 from analysis import pca as pca_lib
 from shg_jax.latents import extract
 from shg_jax import data
@@ -203,10 +203,10 @@ def test_latent_command_writes_every_figure_it_links(run, tmp_path, capsys):
 
 
 def test_skip_ablation_changes_predictions_and_reports(run, tmp_path):
-    res = skips.run_ablation(run["steps"], run["state"], run["split"], 8)
+    res = ablation.run_ablation(run["steps"], run["state"], run["split"], 8)
     assert len(res["with"]) == len(run["split"])
     assert not np.array_equal(res["with"], res["without"])
-    fn = skips.ablation_function(run["steps"])
+    fn = ablation.ablation_function(run["steps"])
     from shg_jax import placement
     batch = run["split"].gather(np.arange(8))
     batch["valid"] = np.ones(8, bool)
@@ -290,8 +290,8 @@ def test_thesis_analysis_defaults():
     args = latent.parse_args(["--ckpt", "w", "--out", "o"])
     assert args.max_iter == 1000 and args.n_init == 10 and args.ks == list(range(2, 11))
     assert args.components == [1, 2, 3, 10, 30, 50, 100, "last"]
-    assert latent.resolve_components(args.components, 4096)[-1] == 4096
-    assert latent.resolve_components([1, "last", 256], 256) == [1, 256]
+    assert study.resolve_components(args.components, 4096)[-1] == 4096
+    assert study.resolve_components([1, "last", 256], 256) == [1, 256]
     from shg_jax.cli import ArgumentError
     with pytest.raises(ArgumentError, match="--components 300,400: the latent has 256 "):
         latent.check_components([1, 300, "last", 400], 256)
@@ -327,7 +327,7 @@ def test_skeleton_thumbnails_draw_the_argmax_joints(run):
     kps = np.zeros((2, 17, 3), np.float32)
     kps[0, 5] = (16, 16, 2)                  # left shoulder
     kps[0, 7] = (44, 40, 1)                  # left elbow (occluded: drawn all the same)
-    thumbs = latent.skeleton_thumbnails(run["steps"], kps, size)
+    thumbs = study.skeleton_thumbnails(run["steps"], kps, size)
     assert [t.shape for t in thumbs] == [(size, size, 3)] * 2
     drawn = np.any(thumbs[0] != 255, axis=-1)
     # Joints sit at their heatmap cell in crop pixels (within a cell), the limb between them.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from shg_jax import convert
+from shg_jax import thesis_weights
 from shg_jax.models import layers, model_config
 
 from helpers import REPO
@@ -52,8 +52,8 @@ def assert_same(a: dict, b: dict):
 def test_shg_round_trip_is_exact(keys):
     assert len(keys["SHG_1stack"]) == 430
     state = random_state(keys["SHG_1stack"])
-    model = convert.from_thesis_state_dict(state, config())
-    assert_same(convert.to_thesis_state_dict(model), state)
+    model = thesis_weights.from_thesis_state_dict(state, config())
+    assert_same(thesis_weights.to_thesis_state_dict(model), state)
 
 
 def test_combined_and_two_mapping_autoencoder_round_trips(keys):
@@ -61,10 +61,10 @@ def test_combined_and_two_mapping_autoencoder_round_trips(keys):
     shg, ae = random_state(keys["SHG_1stack"], 1), random_state(keys["AE"], 2)
     combined = {**{"SHG_model." + k: v for k, v in shg.items()},
                 **{"AE_model." + k: v for k, v in ae.items()}}
-    model = convert.from_thesis_state_dict(combined, config(True))
-    assert_same(convert.to_thesis_state_dict(model, combined=True), combined)
-    model2 = convert.from_thesis_state_dict(shg, config(True), autoencoder=ae)
-    back_shg, back_ae = convert.to_thesis_state_dict(model2)
+    model = thesis_weights.from_thesis_state_dict(combined, config(True))
+    assert_same(thesis_weights.to_thesis_state_dict(model, combined=True), combined)
+    model2 = thesis_weights.from_thesis_state_dict(shg, config(True), autoencoder=ae)
+    back_shg, back_ae = thesis_weights.to_thesis_state_dict(model2)
     assert_same(back_shg, shg)
     assert_same(back_ae, ae)
 
@@ -79,7 +79,7 @@ def test_known_answer_through_stem_conv_and_batchnorm(keys):
     state["bn_pre.running_var"] = np.full(256, 4.0, np.float32)
     state["bn_pre.weight"] = np.full(256, 2.0, np.float32)
     state["bn_pre.bias"] = np.full(256, 1.0, np.float32)
-    model = convert.from_thesis_state_dict(state, config())
+    model = thesis_weights.from_thesis_state_dict(state, config())
     model.eval()
     x = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
     y = np.asarray(model.bn_pre(model.pre_conv1(x)))            # (1, 8, 8, 256)
@@ -111,7 +111,7 @@ def test_transposed_conv_kernel_flip():
     b = rng.standard_normal(3).astype(np.float32)
     x = rng.standard_normal((5, 6, 4)).astype(np.float32)
     layer = layers.conv_transpose(4, 3, 3, rngs=nnx.Rngs(0))
-    layer.kernel[...] = jnp.asarray(convert._to_ours(w, "conv_transpose"))
+    layer.kernel[...] = jnp.asarray(thesis_weights._to_ours(w, "conv_transpose"))
     layer.bias[...] = jnp.asarray(b)
     np.testing.assert_allclose(np.asarray(layer(x[None]))[0], torch_conv_transpose(x, w, b),
                                rtol=1e-4, atol=1e-4)
@@ -126,8 +126,8 @@ def test_missing_extra_and_misshaped_keys_are_reported_together(keys):
     del state["hourglasses.0.bottlenecks.1.conv2.weight"]
     state["not.a.key"] = np.zeros(3)
     state["bn_last.weight"] = np.zeros(18, np.float32)
-    with pytest.raises(convert.ConversionError) as e:
-        convert.from_thesis_state_dict(state, config())
+    with pytest.raises(thesis_weights.ConversionError) as e:
+        thesis_weights.from_thesis_state_dict(state, config())
     msg = str(e.value)
     assert "last_conv_2.bias" in msg and "hourglasses.0.bottlenecks.1.conv2.weight" in msg
     assert "unexpected keys: ['not.a.key']" in msg
@@ -145,9 +145,9 @@ def test_cli_writes_a_checkpoint_evaluate_can_open(keys, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     _, steps, restored, record = open_run(tmp_path / "run", "best")
-    assert record.mean_rgb == pytest.approx(list(convert.THESIS_MEAN_RGB))
+    assert record.mean_rgb == pytest.approx(list(thesis_weights.THESIS_MEAN_RGB))
     model = nnx.merge(steps.graphdef_eval, restored.params, restored.batch_stats)
-    assert_same(convert.to_thesis_state_dict(model), state)
+    assert_same(thesis_weights.to_thesis_state_dict(model), state)
     bad = subprocess.run([sys.executable, "-m", "shg_jax.convert", "--state-dict",
                           str(tmp_path / "nope.npz"), "--workdir", str(tmp_path / "x")],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -161,5 +161,5 @@ def test_pth_without_torch_says_to_use_npz(tmp_path):
     except ImportError:
         pass
     (tmp_path / "m.pth").write_bytes(b"x")
-    with pytest.raises(convert.ConversionError, match="npz"):
-        convert.load_state_dict(tmp_path / "m.pth")
+    with pytest.raises(thesis_weights.ConversionError, match="npz"):
+        thesis_weights.load_state_dict(tmp_path / "m.pth")

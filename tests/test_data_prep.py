@@ -16,7 +16,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from data_prep import coco as prep
-from data_prep import preview, synthetic
+from data_prep import preview, synthesis
 from shg_jax import data, shards
 
 from helpers import REPO
@@ -25,7 +25,7 @@ from helpers import REPO
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """A small synthetic COCO-layout folder (made once for the module)."""
-    return synthetic.generate(tmp_path_factory.mktemp("synth"), train=160, val=20, seed=7,
+    return synthesis.generate(tmp_path_factory.mktemp("synth"), train=160, val=20, seed=7,
                               size=128)
 
 
@@ -61,9 +61,9 @@ def test_synthetic_is_coco_and_has_occlusion_overlap_and_unlabelled(synth):
 
 
 def test_synthetic_is_deterministic(tmp_path):
-    a = synthetic.generate(tmp_path / "a", train=3, val=2, seed=5, size=96)
-    b = synthetic.generate(tmp_path / "b", train=3, val=2, seed=5, size=96)
-    c = synthetic.generate(tmp_path / "c", train=3, val=2, seed=6, size=96)
+    a = synthesis.generate(tmp_path / "a", train=3, val=2, seed=5, size=96)
+    b = synthesis.generate(tmp_path / "b", train=3, val=2, seed=5, size=96)
+    c = synthesis.generate(tmp_path / "c", train=3, val=2, seed=6, size=96)
     assert_same_tree(a, b)
     assert not filecmp.cmp(a / "train2017" / "000001000000.jpg",
                            c / "train2017" / "000001000000.jpg", shallow=False)
@@ -79,9 +79,9 @@ def test_figures_are_lit_from_either_side():
     left_brighter = []
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        joints = synthetic.figure_joints("standing", rng) * 200 + (128, 150)
+        joints = synthesis.figure_joints("standing", rng) * 200 + (128, 150)
         img = Image.new("RGB", (256, 256))
-        synthetic._draw_figure([(ImageDraw.Draw(img), None)], joints, 200, rng)
+        synthesis._draw_figure([(ImageDraw.Draw(img), None)], joints, 200, rng)
         pixels = np.asarray(img, np.int64)
 
         def forearm(elbow, wrist):
@@ -293,7 +293,7 @@ def test_a_full_disk_during_a_shard_write_keeps_the_complete_shards_and_resumes(
             raise OSError(errno.ENOSPC, "No space left on device")
         save(path, array, *args, **kwargs)
 
-    monkeypatch.setattr(prep.np, "save", save_until_the_disk_fills)
+    monkeypatch.setattr(np, "save", save_until_the_disk_fills)
     assert run_prep(synth, out) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]     # after the progress bar
     assert err == (f"error: cannot write {out / 'val' / '00001'}: No space left on device; "

@@ -46,9 +46,9 @@ def test_the_tables_match_the_real_coco_files(coco_sample):
 
 
 def test_synthetic_data_writes_the_same_category(tmp_path):
-    from data_prep import synthetic
+    from data_prep import synthesis
 
-    root = synthetic.generate(tmp_path / "s", train=1, val=1, seed=0, size=64)
+    root = synthesis.generate(tmp_path / "s", train=1, val=1, seed=0, size=64)
     person = json.loads((root / "annotations" / "person_keypoints_val2017.json")
                         .read_text())["categories"][0]
     assert person["keypoints"] == COCO_KEYPOINTS
