@@ -74,16 +74,17 @@ def main(argv=None) -> None:
     p = cli.parser("python -m benchmarks.analysis", __doc__,
                    "python -m benchmarks.analysis --rows 10000 --dims 4096 --ks 2-10 "
                    "--impl both")
-    p.add_argument("--rows", "--n", type=int, nargs="+", default=[10000, 124000],
+    p.add_argument("--rows", "--n", type=cli.whole_number(1), nargs="+", default=[10000, 124000],
                    help="latent rows of each run")
-    p.add_argument("--dims", "--dim", type=int, default=4096, help="latent dimension")
+    p.add_argument("--dims", "--dim", type=cli.whole_number(1), default=4096,
+                   help="latent dimension")
     p.add_argument("--ks", default="2-10", help="K range of the K-Means sweep")
-    p.add_argument("--n-init", type=int, default=10, help="K-Means restarts per K")
-    p.add_argument("--max-iter", type=int, default=1000,
+    p.add_argument("--n-init", type=cli.whole_number(1), default=10, help="K-Means restarts per K")
+    p.add_argument("--max-iter", type=cli.whole_number(1), default=1000,
                    help="Lloyd iterations per restart at most (thesis: 1000)")
     p.add_argument("--impl", choices=("ours", "sklearn", "both"), default="both",
                    help="which K-Means to time")
-    p.add_argument("--silhouette-sample", type=int, default=10000,
+    p.add_argument("--silhouette-sample", type=cli.whole_number(0), default=10000,
                    help="rows the silhouette is computed on (0: every row)")
     args = p.parse_args(argv)
     lo, hi = (int(v) for v in args.ks.split("-"))

@@ -44,12 +44,14 @@ def main(argv=None) -> None:
     p = cli.parser("python -m benchmarks.data", __doc__,
                    "python -m benchmarks.data --images 400 --workers 1 2")
     p.add_argument("--coco-root", help="a COCO-layout folder (default: synthetic photos)")
-    p.add_argument("--images", type=int, default=400, help="synthetic training images")
-    p.add_argument("--limit", type=int, default=None, help="images per annotation file")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+    p.add_argument("--images", type=cli.whole_number(1), default=400,
+                   help="synthetic training images")
+    p.add_argument("--limit", type=cli.whole_number(1), default=None,
+                   help="images per annotation file")
+    p.add_argument("--workers", type=cli.whole_number(1), nargs="+", default=[1, 2],
                    help="decoding processes of data_prep.coco to time")
-    p.add_argument("--batch", type=int, default=16, help="reader batch size")
-    p.add_argument("--epochs", type=int, default=3, help="reader epochs timed")
+    p.add_argument("--batch", type=cli.whole_number(1), default=16, help="reader batch size")
+    p.add_argument("--epochs", type=cli.whole_number(1), default=3, help="reader epochs timed")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)

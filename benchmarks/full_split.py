@@ -68,10 +68,11 @@ def main(argv=None) -> int:
                    "python -m benchmarks.full_split --src runs/data --out /tmp/big")
     p.add_argument("--src", required=True, help="a prepared data folder (data_prep.coco)")
     p.add_argument("--out", required=True, help="the folder to write")
-    p.add_argument("--rows", type=int, default=124040,
+    p.add_argument("--rows", type=cli.whole_number(1), default=124040,
                    help="train crops to write (default: the thesis' 124,040)")
-    p.add_argument("--shard-size", type=int, default=1024, help="crops per shard")
-    p.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count() // 2),
+    p.add_argument("--shard-size", type=cli.whole_number(1), default=1024, help="crops per shard")
+    p.add_argument("--workers", type=cli.whole_number(1),
+                   default=max(1, multiprocessing.cpu_count() // 2),
                    help="writing processes")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     args = p.parse_args(argv)

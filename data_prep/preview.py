@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     split_dir = pathlib.Path(args.split_dir)
     split = data.Split(split_dir.parent, split_dir.name)
+    if not len(split):
+        raise cli.ArgumentError(f"{split_dir} holds no crops; preview another split")
     rng = np.random.default_rng(args.seed)
     indices = np.sort(rng.choice(len(split), size=min(args.n, len(split)), replace=False))
     out = pathlib.Path(args.out)

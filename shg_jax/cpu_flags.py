@@ -10,10 +10,10 @@ with `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` gives 1.2 
 (benchmarks/README.md). Dots, elementwise and reductions keep YNNPACK. The mathematics is the
 same; results differ by float rounding only.
 
-Rules: the flag is added to XLA_FLAGS (by `apply_cpu_defaults`) only if the user has not set that flag themselves, only
-while no JAX backend has started (XLA reads XLA_FLAGS once, at backend start), only for the
-jaxlib versions it was measured on (an unknown flag is a fatal error in XLA), and never when
-SHG_JAX_XLA_DEFAULTS=0. It only concerns the CPU backend: XLA:GPU ignores XLA:CPU flags.
+Rules: `apply_cpu_defaults` adds the flag to XLA_FLAGS only if the user has not set that flag
+themselves, only while no JAX backend has started (XLA reads XLA_FLAGS once, at backend
+start), only for the jaxlib versions it was measured on (an unknown flag is a fatal error in
+XLA), and never when SHG_JAX_XLA_DEFAULTS=0. It only concerns the CPU backend: XLA:GPU ignores XLA:CPU flags.
 
 Huge pages: XLA:CPU allocates each step's temporaries afresh, and glibc serves blocks this
 large by mmap and returns them on free, so every step faults in fresh 4 KiB pages: the demo

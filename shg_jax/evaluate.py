@@ -37,8 +37,8 @@ def main(argv=None) -> int:
                    "python -m shg_jax.evaluate --workdir runs/demo --checkpoint best --split "
                    "val --out runs/demo/val.json")
     cli.add_run_arguments(p, split="val")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
-                   help="default: the run's eval_batch_size")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size",
+                   type=cli.whole_number(1), help="default: the run's eval_batch_size")
     p.add_argument("--out", help="JSON output (default WORKDIR/eval/SPLIT-CHECKPOINT.json)")
     cli.add_decode_arguments(p)
     p.add_argument("--coco-ap", action="store_true",

@@ -344,6 +344,18 @@ def test_preview_writes_a_grid(prepared, tmp_path):
         assert im.size == (3 * 64, 2 * 64)
 
 
+def test_preview_of_an_empty_split_is_one_line(synth, tmp_path, capsys):
+    """A test split that takes every train crop leaves train empty (with a warning); its
+    preview is a one-line error, not a traceback."""
+    out = tmp_path / "out"
+    assert run_prep(synth, out, "--limit", "3", "--test-size", "1000") == 0
+    assert "the train split is empty" in capsys.readouterr().err
+    assert preview.main([str(out / "train"), "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no crops" in err
+    assert not (tmp_path / "g.png").exists()
+
+
 # --- the real COCO slice ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
