@@ -5,7 +5,8 @@
 
 Extracts the bottleneck latents (cached in DIR/latents), then for each subset of samples
 runs the study of analysis.study: PCA (Fig. 16), walks from the mean along components 1, 2,
-3, 10, 30, 50, 100 and the last, and the negative-only walk (Fig. 15), K-Means for K = 2..10
+3, 10, 30, 50, 100 and the last (on the autoencoder code: 1, 2, 3, 10, 20, 30, 40, 50, as
+the thesis), and the negative-only walk (Fig. 15), K-Means for K = 2..10
 with 10 restarts of at most 1000 iterations and the silhouette of each K (Fig. 17), the
 clusters (Figs. 18, 20) and the samples nearest each centroid (Figs. 19, 21). Every flag is
 checked against the run before any work. Every figure is a PNG beside the numbers behind
@@ -26,8 +27,8 @@ if __name__ == "__main__":
 
 from analysis.common import add_kmeans_arguments, add_run_arguments, check_ks, open_run_split
 from analysis.report import Report
-from analysis.study import (DEFAULT_SUBSETS, THESIS_COMPONENTS, StudySettings,
-                            analyse_subset)
+from analysis.study import (DEFAULT_SUBSETS, THESIS_CODE_COMPONENTS, THESIS_COMPONENTS,
+                            StudySettings, analyse_subset, default_components)
 from shg_jax import cli
 from shg_jax.latents import extract
 from shg_jax.models import CODE_LAYER, latent_layer, latent_layers, latent_shape
@@ -74,9 +75,11 @@ def parse_args(argv=None):
     p.add_argument("--subset", action="append", type=parse_subset,
                    help="full-annotated | random:N | all; repeatable (default: "
                         + ", ".join(DEFAULT_SUBSETS) + ")")
-    p.add_argument("--components", default=",".join(map(str, THESIS_COMPONENTS)),
-                   type=parse_components,
-                   help="1-based components to walk along ('last' = the latent dimension)")
+    p.add_argument("--components", type=parse_components,
+                   help="1-based components to walk along ('last' = the latent dimension; "
+                        "default: the thesis' " + ",".join(map(str, THESIS_COMPONENTS))
+                        + ", and on the autoencoder code its "
+                        + ",".join(map(str, THESIS_CODE_COMPONENTS)) + ")")
     add_kmeans_arguments(p)
     return p.parse_args(argv)
 
@@ -107,12 +110,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     config, steps, state, record, split = open_run_split(args)
     check_layer(args.layer, config.model)
-    check_components(args.components, math.prod(latent_shape(config.model, args.layer)))
+    dimension = math.prod(latent_shape(config.model, args.layer))
+    components = args.components or default_components(args.layer, dimension)
+    check_components(components, dimension)
     check_ks(args.ks, len(split), f"the {args.split} split")
     label = cli.checkpoint_label(args.workdir, args.checkpoint, record)
     report = Report(args.out, f"Latent space: {args.workdir} ({label}, epoch "
                               f"{record.epoch}), {args.split} split, layer {args.layer}")
-    settings = StudySettings(components=tuple(args.components), ks=tuple(args.ks),
+    settings = StudySettings(components=tuple(components), ks=tuple(args.ks),
                              n_init=args.n_init, max_iter=args.max_iter,
                              silhouette_sample=args.silhouette_sample, kmeans=args.kmeans,
                              seed=args.seed)

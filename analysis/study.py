@@ -25,6 +25,7 @@ from analysis.report import Report
 from shg_jax.draw import draw_skeleton
 from shg_jax.heatmap import decode_heatmaps
 from shg_jax.latents import Latents
+from shg_jax.models import CODE_LAYER
 from shg_jax.progress import timed
 
 WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
@@ -33,6 +34,15 @@ WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
 NEGATIVE_WALK_STEPS = (-2, -2.25, -2.5, -2.75, -3)
 #: The thesis' walked components (1-based); "last" is the D-th (4,096 for its latent).
 THESIS_COMPONENTS = (1, 2, 3, 10, 30, 50, 100, "last")
+#: The components the thesis walked on the autoencoder's 50-value code (Fig. 26's study).
+THESIS_CODE_COMPONENTS = (1, 2, 3, 10, 20, 30, 40, 50)
+
+
+def default_components(layer, dimension: int) -> tuple:
+    """The thesis' walked components for a latent layer (the code's list for "code") that
+    a latent of `dimension` values has."""
+    wanted = THESIS_CODE_COMPONENTS if layer == CODE_LAYER else THESIS_COMPONENTS
+    return tuple(c for c in wanted if c == "last" or c <= dimension)
 #: The subsets studied when none are named.
 DEFAULT_SUBSETS = ("full-annotated", "random:10000", "all")
 

@@ -33,7 +33,7 @@ from shg_jax import data, loop, placement
 from shg_jax.bookkeeping import TrainingError, log, workdir_lock
 from shg_jax.checkpoint import CheckpointError, Checkpoints, RunRecord
 from shg_jax.latents import pretraining_latents
-from shg_jax.models import BottleneckAutoencoder, latent_shape
+from shg_jax.models import build_autoencoder, latent_shape
 from shg_jax.steps import Steps, TrainState, with_learning_rate
 
 
@@ -58,10 +58,7 @@ class AutoencoderSteps:
     """The autoencoder alone, its SGD optimizer, and the jitted train / validation steps."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        m = config.model
-        h, _, features = latent_shape(m)
-        model = BottleneckAutoencoder(features, tuple(m.ae_channels), m.ae_code_size, h,
-                                      rngs=nnx.Rngs(config.seed))
+        model = build_autoencoder(config.model, config.seed)
         self.graphdef, self._params = nnx.split(model, nnx.Param)
         self.tx = optax.inject_hyperparams(optax.sgd)(
             learning_rate=config.pretrain.learning_rate, momentum=config.pretrain.momentum)

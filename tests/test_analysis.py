@@ -289,7 +289,11 @@ def test_a_checkpoint_folder_names_its_checkpoint(run, tmp_path, capsys):
 def test_thesis_analysis_defaults():
     args = latent.parse_args(["--ckpt", "w", "--out", "o"])
     assert args.max_iter == 1000 and args.n_init == 10 and args.ks == list(range(2, 11))
-    assert args.components == [1, 2, 3, 10, 30, 50, 100, "last"]
+    assert args.components is None
+    assert study.default_components(3, 4096) == (1, 2, 3, 10, 30, 50, 100, "last")
+    assert study.default_components(3, 64) == (1, 2, 3, 10, 30, 50, "last")
+    assert study.default_components("code", 50) == (1, 2, 3, 10, 20, 30, 40, 50)
+    assert study.default_components("code", 8) == (1, 2, 3)
     assert study.resolve_components(args.components, 4096)[-1] == 4096
     assert study.resolve_components([1, "last", 256], 256) == [1, 256]
     from shg_jax.cli import ArgumentError

@@ -185,6 +185,27 @@ def test_latents_extracted_once_and_reused(stage1, tiny_run, tiny_data):
     assert train.latents.shape == (len(train.index), 4 * 4 * 16)
 
 
+def test_stage1_autoencoder_gets_pytorchs_default_biases(tiny_data):
+    """Stage 1 builds the autoencoder alone; its biases start as the thesis' PyTorch modules
+    did, U(+-1/sqrt(fan_in)) per layer (a transposed conv's fan_in is out_channels x 9), as
+    inside the hourglass; bias_init="zeros" keeps flax's zeros."""
+    import math
+
+    params = dict(nnx.to_flat_state(pretrain.AutoencoderSteps(ae_config(tiny_data)).init_state(
+        ).params))
+    # latent 4x4x16, channels (16, 8, 8), code 8
+    fans = {("encoder", 0): 16 * 9, ("encoder", 2): 8 * 9, ("encoder_linear",): 8 * 16,
+            ("decoder_linear",): 8, ("decoder", 0): 8 * 9, ("decoder", 2): 16 * 9}
+    for layer, fan_in in fans.items():
+        bias = np.asarray(params[layer + ("bias",)][...])
+        bound = 1 / math.sqrt(fan_in)
+        assert np.all(np.abs(bias) <= bound) and np.abs(bias).max() > 0.4 * bound, layer
+    zeros = pretrain.AutoencoderSteps(ae_config(tiny_data, **{
+        "config.model.bias_init": "zeros"})).init_state().params
+    assert not any(np.any(np.asarray(v[...])) for path, v in nnx.to_flat_state(zeros)
+                   if path[-1] == "bias")
+
+
 def test_multiplicative_noise_and_halving_schedule(tiny_data):
     x = jnp.concatenate([jnp.zeros(1000), jnp.full(200000, 3.0)])
     noisy = pretrain.add_noise(x, jax.random.key(0), 0.1)
@@ -293,3 +314,18 @@ def test_compare_table_holds_the_evaluate_numbers(tiny_run, finetuned, tmp_path)
     links = set(re.findall(r"href='([^']+)'", index))
     assert {"pck.md", "cumulative_variance.png", "code1-silhouette.png"} <= links
     assert all((out / name).is_file() for name in links)
+
+
+def test_latent_study_of_the_code_walks_the_thesis_code_components(finetuned, tmp_path):
+    """analysis.latent --layer code walks the thesis' code components (1, 2, 3, 10, 20, 30,
+    40, 50) that the code has: 1, 2, 3 of this 8-value code."""
+    import json
+
+    from analysis import latent
+
+    out = tmp_path / "code"
+    assert latent.main(["--ckpt", str(finetuned), "--layer", "code", "--split", "val",
+                        "--subset", "all", "--ks", "2-3", "--n-init", "2",
+                        "--out", str(out)]) == 0
+    walks = json.loads((out / "all-pca_walks.json").read_text())
+    assert set(walks) == {"1", "2", "3"}

@@ -189,13 +189,29 @@ def build_model(config: ml_collections.ConfigDict, seed: int = 0) -> StackedHour
     kwargs["ae_channels"] = tuple(kwargs["ae_channels"])
     kwargs["dtype"] = None if kwargs["dtype"] == "float32" else jnp.dtype(kwargs["dtype"])
     model = StackedHourglass(**kwargs, rngs=nnx.Rngs(seed))
+    _init_biases(model, config, seed)
+    layers.set_running_var(model, config.bn_running_var)
+    return model
+
+
+def build_autoencoder(config: ml_collections.ConfigDict, seed: int = 0
+                      ) -> BottleneckAutoencoder:
+    """The bottleneck autoencoder alone (the autoencoder's stage 1) for a model of `config`,
+    initialised as every module the thesis built: Glorot-normal kernels and, with
+    bias_init "pytorch", PyTorch's default biases (the thesis' AE.py left them in place)."""
+    side, _, features = latent_shape(config)
+    autoencoder = BottleneckAutoencoder(features, tuple(config.ae_channels),
+                                        config.ae_code_size, side, rngs=nnx.Rngs(seed))
+    _init_biases(autoencoder, config, seed)
+    return autoencoder
+
+
+def _init_biases(module: nnx.Module, config: ml_collections.ConfigDict, seed: int) -> None:
     if config.bias_init not in layers.BIAS_INITS:
         raise ValueError(f"bias_init must be one of {layers.BIAS_INITS}, got "
                          f"{config.bias_init!r}")
     if config.bias_init == "pytorch":
-        layers.pytorch_bias_init(model, seed)
-    layers.set_running_var(model, config.bn_running_var)
-    return model
+        layers.pytorch_bias_init(module, seed)
 
 
 def latent_layer(value: str | int) -> int | str:
