@@ -27,8 +27,9 @@ if __name__ == "__main__":
 
 from analysis.common import add_kmeans_arguments, add_run_arguments, check_ks, open_run_split
 from analysis.report import Report
-from analysis.study import (DEFAULT_SUBSETS, THESIS_CODE_COMPONENTS, THESIS_COMPONENTS,
-                            StudySettings, analyse_subset, default_components)
+from analysis.study import (DEFAULT_SUBSETS, SUBSETS, THESIS_CODE_COMPONENTS,
+                            THESIS_COMPONENTS, StudySettings, analyse_subset,
+                            default_components)
 from shg_jax import cli
 from shg_jax.latents import extract
 from shg_jax.models import CODE_LAYER, latent_layer, latent_layers, latent_shape
@@ -58,11 +59,11 @@ def check_components(components, dimension: int) -> None:
 
 
 def parse_subset(spec: str) -> str:
-    """A --subset value: 'all', 'full-annotated' or 'random:N' (N >= 1)."""
+    """A --subset value: one of analysis.study.SUBSETS or 'random:N' (N >= 1)."""
     m = re.fullmatch(r"random:(\d+)", spec)
-    if spec in ("all", "full-annotated") or (m and int(m.group(1)) >= 1):
+    if spec in SUBSETS or (m and int(m.group(1)) >= 1):
         return spec
-    raise argparse.ArgumentTypeError(f"must be all, full-annotated or random:N (N >= 1), "
+    raise argparse.ArgumentTypeError(f"must be {', '.join(SUBSETS)} or random:N (N >= 1), "
                                      f"got {spec!r}")
 
 
@@ -73,7 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--layer", default="3", type=latent_layer_flag,
                    help="bottleneck residual 1, 2, 3, or 'code' (autoencoder models)")
     p.add_argument("--subset", action="append", type=parse_subset,
-                   help="full-annotated | random:N | all; repeatable (default: "
+                   help="full-annotated (all 17 ground-truth heatmaps non-zero: the thesis' "
+                        "'full') | all-labelled (all 17 joints v > 0) | random:N | all; "
+                        "repeatable (default: "
                         + ", ".join(DEFAULT_SUBSETS) + ")")
     p.add_argument("--components", type=parse_components,
                    help="1-based components to walk along ('last' = the latent dimension; "

@@ -71,12 +71,26 @@ def resolve_components(components, dimension: int) -> list[int]:
     return out
 
 
-def select(latents: Latents, spec: str, seed: int) -> np.ndarray:
-    """Rows of a subset: 'all', 'full-annotated' (all 17 joints labelled) or 'random:N'."""
+#: The named subsets besides 'random:N', with what each holds (the report says it).
+SUBSETS = {"all": "every sample of the split",
+           "full-annotated": "the thesis' 'full' set: all 17 ground-truth heatmaps non-zero "
+                             "(labelled and inside the crop)",
+           "all-labelled": "all 17 joints labelled (v > 0), inside the crop or not"}
+
+
+def select(latents: Latents, spec: str, seed: int, codec) -> np.ndarray:
+    """Rows of a subset: 'all'; 'full-annotated', the thesis' "full" set: samples whose 17
+    ground-truth heatmaps are all non-zero (labelled and inside the crop, by the rule the
+    `codec` renders targets with; 7,017 of the thesis' train split); 'all-labelled', the
+    samples with all 17 joints labelled (v > 0) wherever they lie; or 'random:N', a seeded
+    sample."""
     n = len(latents.image_id)
     if spec == "all":
         return np.arange(n)
     if spec == "full-annotated":
+        return np.nonzero(np.all(np.asarray(codec.annotated(np.asarray(latents.keypoints))),
+                                 axis=-1))[0]
+    if spec == "all-labelled":
         return np.nonzero(np.asarray(latents.n_labelled) == latents.keypoints.shape[1])[0]
     k = min(int(spec.split(":")[1]), n)
     return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
@@ -87,9 +101,10 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
     """The study of one subset (`select`) of `latents`: PCA, walks, the K-Means sweep and
     the cluster figures, written into `report`. `steps` draws the thumbnails from the
     crops of `split` (the latents' split)."""
-    rows = select(latents, spec, settings.seed)
+    rows = select(latents, spec, settings.seed, steps.codec)
     slug = spec.replace(":", "")
-    report.section(f"Subset {spec}: {len(rows)} of {len(latents.image_id)} samples")
+    what = SUBSETS.get(spec, "a seeded random sample")
+    report.section(f"Subset {spec} ({what}): {len(rows)} of {len(latents.image_id)} samples")
     if len(rows) < max(3, max(settings.ks) + 1):
         report.json({"samples": int(len(rows))}, f"{slug}-skipped.json",
                     "too few samples for PCA and K-Means; nothing computed")

@@ -28,9 +28,12 @@ def add_autoencoder(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     config.init_from = ""
     config.init_checkpoint = "best_loss"     # thesis: the minimum-validation-loss epoch
     config.pretrain = ml_collections.ConfigDict(dict(
-        num_epochs=100, batch_size=16, learning_rate=5e-4, momentum=0.9,
+        # The thesis' run stopped after 51 epochs and kept that model; its caption says 100.
+        num_epochs=51, batch_size=16, learning_rate=5e-4, momentum=0.9,
         halve_every=25, lr_factor=0.5,       # StepLR(step_size=25, gamma=0.5)
         noise=0.1,                           # x + 0.1 * x * N(0, 1)
+        shuffle=False,                       # its DataLoader did not shuffle; True: per epoch
+        drop_last=False,                     # its DataLoader kept the last partial batch
         extract_batch_size=64))              # latents of the last bottleneck residual
     return config
 

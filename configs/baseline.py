@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
         flip=False, subpixel=False, flip_shift=config_dict.placeholder(float)))
 
     config.batch_size = 16
+    # The thesis' DataLoader kept each epoch's last partial batch (124,040 crops: 7,753
+    # steps, the last of 8); True drops it.
+    config.drop_last = False
     config.eval_batch_size = 16
     config.num_epochs = 50                   # the thesis stopped at 50; best val PCK: 47th
     config.optimizer = "rmsprop"             # PyTorch RMSprop: eps outside the square root

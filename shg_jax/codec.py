@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from shg_jax.heatmap import decode_heatmaps, flip_shift, render_heatmaps, unflip_heatmaps
+from shg_jax.heatmap import (decode_heatmaps, flip_shift, heatmap_centres, render_heatmaps,
+                             unflip_heatmaps)
 from shg_jax.models import STEM_STRIDE
 
 
@@ -50,6 +51,11 @@ class HeatmapCodec:
     @property
     def heatmap_size(self) -> int:
         return self.input_size // STEM_STRIDE
+
+    def annotated(self, keypoints: jax.Array) -> jax.Array:
+        """(..., J, 3) crop keypoints -> (..., J) bool: the joints whose target heatmap is
+        non-zero (labelled, v > 0, and inside the crop), by the rule `targets` renders with."""
+        return heatmap_centres(keypoints, self.input_size, self.heatmap_size)[1]
 
     def targets(self, keypoints: jax.Array) -> jax.Array:
         """(B, J, 3) crop keypoints with v -> (B, H, W, J) float32 target heatmaps."""

@@ -125,8 +125,25 @@ class Split:
         return out
 
 
-def steps_per_epoch(n: int, global_batch: int, *, train: bool) -> int:
-    return n // global_batch if train else math.ceil(n / global_batch)
+def train_batch_sizes(n: int, global_batch: int, *, drop_last: bool = False,
+                      multiple: int = 1) -> list[int]:
+    """The global batch sizes of one training epoch over `n` samples: the full batches, then
+    (unless `drop_last`) the remainder, as PyTorch's DataLoader keeps it (the thesis': 124,040
+    crops at batch 16 make 7,753 steps, the last of 8 crops). The remainder is cut to a
+    multiple of `multiple` (the devices a batch is split over); the fewer than `multiple`
+    samples cut sit out that epoch."""
+    full, rest = divmod(n, global_batch)
+    rest -= rest % multiple
+    return [global_batch] * full + ([rest] if rest and not drop_last else [])
+
+
+def steps_per_epoch(n: int, global_batch: int, *, train: bool, drop_last: bool = False,
+                    multiple: int = 1) -> int:
+    """Steps of a training epoch (`train_batch_sizes`) or of one evaluation pass (every
+    sample once, the last batch padded)."""
+    if train:
+        return len(train_batch_sizes(n, global_batch, drop_last=drop_last, multiple=multiple))
+    return math.ceil(n / global_batch)
 
 
 def local_rows(global_batch: int, process_index: int, process_count: int) -> slice:
@@ -143,14 +160,27 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng((seed, epoch)).permutation(n)
 
 
+def epoch_rows(n: int, global_batch: int, *, seed: int, epoch: int, start_step: int = 0,
+               shuffle: bool = True, drop_last: bool = False, multiple: int = 1
+               ) -> Iterator[np.ndarray]:
+    """The sample indices of each global batch of epoch `epoch` (`train_batch_sizes`), from
+    `start_step`: in the order drawn from (seed, epoch), or in storage order without
+    `shuffle`."""
+    sizes = train_batch_sizes(n, global_batch, drop_last=drop_last, multiple=multiple)
+    order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
+    for step in range(start_step, len(sizes)):
+        yield order[step * global_batch:step * global_batch + sizes[step]]
+
+
 def train_batches(split: Split, global_batch: int, *, seed: int, epoch: int,
-                  start_step: int = 0, process_index: int = 0, process_count: int = 1
-                  ) -> Iterator[dict]:
-    """This process' part of each full global batch of epoch `epoch`, from `start_step`."""
-    rows = local_rows(global_batch, process_index, process_count)
-    order = epoch_permutation(len(split), seed, epoch)
-    for step in range(start_step, steps_per_epoch(len(split), global_batch, train=True)):
-        yield split.gather(order[step * global_batch:(step + 1) * global_batch][rows])
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                  drop_last: bool = False, multiple: int = 1) -> Iterator[dict]:
+    """This process' part of each global batch of epoch `epoch` (`epoch_rows`), from
+    `start_step`. `multiple` must be a multiple of `process_count`."""
+    for rows in epoch_rows(len(split), global_batch, seed=seed, epoch=epoch,
+                           start_step=start_step, drop_last=drop_last,
+                           multiple=max(multiple, process_count)):
+        yield split.gather(rows[local_rows(len(rows), process_index, process_count)])
 
 
 def eval_batches(split: Split, global_batch: int, *, process_index: int = 0,

@@ -5,7 +5,8 @@ Stage 1, `pretrain(config, workdir, train_latents, val_latents, source)`: the au
 (`config.model`'s ae_* fields) learns to reconstruct latents (N, h, w, F) — the output of
 the 3rd bottleneck residual — from a noisy copy x + noise * x * N(0, 1). Thesis recipe in
 `config.pretrain`: SGD momentum 0.9, lr 5e-4 halved every 25 epochs, batch 16, MSE (mean over
-every value), 100 epochs. Validation loss (no noise) after every epoch; checkpoints as in
+every value), the latents in storage order (its DataLoader did not shuffle), the last partial
+batch kept, 51 epochs (its run stopped there; its caption says 100). Validation loss (no noise) after every epoch; checkpoints as in
 training, ranked by validation loss only (`latest`, `best_loss`); TensorBoard under
 WORKDIR/tb. It is a `shg_jax.loop` stage (`AutoencoderStage`), so it resumes, saves on
 Ctrl-C and stops on a non-finite loss as SHG training does. The latents come by
@@ -106,8 +107,8 @@ def validation_loss(ae: AutoencoderSteps, params, latents: np.ndarray, batch: in
 
 class AutoencoderStage:
     """Stage 1 for shg_jax.loop: the autoencoder alone on latents (N, h, w, F) in memory or
-    memory-mapped, one shuffled pass an epoch (the last incomplete batch dropped), the
-    halving learning rate set at each epoch's start, validation loss (no noise) at its end.
+    memory-mapped, one pass an epoch (`batches`), the halving learning rate set at each
+    epoch's start, validation loss (no noise) at its end.
     `source` (workdir, kind, step of the SHG checkpoint the latents came from) goes into
     every record for stage 2."""
 
@@ -133,7 +134,7 @@ class AutoencoderStage:
         self.ae = AutoencoderSteps(config)
         self.num_epochs, self.batch_size = p.num_epochs, p.batch_size
         self.steps_per_epoch = data.steps_per_epoch(len(train_latents), p.batch_size,
-                                                    train=True)
+                                                    train=True, drop_last=p.drop_last)
 
     @classmethod
     def from_run(cls, config: ml_collections.ConfigDict, workdir) -> "AutoencoderStage":
@@ -159,10 +160,14 @@ class AutoencoderStage:
         return with_learning_rate(state, halving_learning_rate(self.config, epoch))
 
     def batches(self, epoch: int, start_step: int):
-        order = data.epoch_permutation(len(self.train_latents), self.config.seed, epoch)
-        for i in range(start_step, self.steps_per_epoch):
-            rows = np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
-            yield np.asarray(self.train_latents[rows], np.float32)
+        """The epoch's batches of latents: in storage order as the thesis' DataLoader gave
+        them (config.pretrain.shuffle False), or shuffled by (seed, epoch); the last partial
+        batch kept unless config.pretrain.drop_last."""
+        p = self.config.pretrain
+        for rows in data.epoch_rows(len(self.train_latents), self.batch_size,
+                                    seed=self.config.seed, epoch=epoch, start_step=start_step,
+                                    shuffle=p.shuffle, drop_last=p.drop_last):
+            yield np.asarray(self.train_latents[np.sort(rows)], np.float32)
 
     def train_step(self, state, latents):
         return self.ae.train_step(state, latents)

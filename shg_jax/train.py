@@ -96,8 +96,11 @@ class HourglassStage:
                            label_offset_x=self.train_split.label_offset_x)
         self.schedule = PlateauSchedule.from_config(config)
         self.num_epochs, self.batch_size = config.num_epochs, config.batch_size
+        # The last partial batch is kept (config.drop_last False: the thesis' DataLoader),
+        # cut to a multiple of the devices it is split over.
+        self.batching = dict(drop_last=config.drop_last, multiple=jax.device_count())
         self.steps_per_epoch = data.steps_per_epoch(len(self.train_split), config.batch_size,
-                                                    train=True)
+                                                    train=True, **self.batching)
 
     def init_state(self):
         return self.steps.init_state()
@@ -123,7 +126,7 @@ class HourglassStage:
         batches = data.train_batches(self.train_split, self.config.batch_size,
                                      seed=self.config.seed, epoch=epoch,
                                      start_step=start_step, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
+                                     process_count=jax.process_count(), **self.batching)
         return data.prefetch(batches, size=self.config.prefetch,
                              transform=lambda b: placement.shard_batch(b, self.steps.mesh))
 

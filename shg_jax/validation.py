@@ -83,6 +83,7 @@ def ints_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
 RULES = {
     "seed": int_at_least(0),
     "batch_size": int_at_least(1),
+    "drop_last": boolean(),
     "eval_batch_size": int_at_least(1),
     "num_epochs": int_at_least(1),
     "optimizer": one_of(OPTIMIZERS),
@@ -141,6 +142,8 @@ RULES = {
     "pretrain.lr_factor": between(0, 1),
     "pretrain.noise": at_least(0),
     "pretrain.extract_batch_size": int_at_least(1),
+    "pretrain.shuffle": boolean(),
+    "pretrain.drop_last": boolean(),
     "synthetic.train": int_at_least(1),
     "synthetic.val": int_at_least(1),
     "synthetic.seed": int_at_least(0),

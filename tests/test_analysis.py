@@ -286,6 +286,29 @@ def test_a_checkpoint_folder_names_its_checkpoint(run, tmp_path, capsys):
     assert "epoch 99" in capsys.readouterr().err
 
 
+def test_subsets_full_annotated_is_every_heatmap_non_zero(run):
+    """'full-annotated' is the thesis' "full" set: all 17 target heatmaps non-zero (labelled
+    and inside the crop: the rule the targets are rendered with); 'all-labelled' counts
+    labels only."""
+    import types
+
+    size = run["config"].model.input_size
+    full = np.concatenate([np.full((17, 2), size / 2), np.full((17, 1), 2.0)], -1)
+    outside, unlabelled, edge = full.copy(), full.copy(), full.copy()
+    outside[5, 0] = size + 3                   # labelled, beyond the crop's right edge
+    unlabelled[9] = 0                          # v = 0
+    edge[2, 1] = size - 0.4                    # inside: the last heatmap row
+    kps = np.stack([full, outside, unlabelled, edge]).astype(np.float32)
+    latents = types.SimpleNamespace(image_id=np.arange(4), keypoints=kps,
+                                    n_labelled=(kps[..., 2] > 0).sum(-1))
+    codec = run["steps"].codec
+    np.testing.assert_array_equal(study.select(latents, "full-annotated", 0, codec), [0, 3])
+    np.testing.assert_array_equal(study.select(latents, "all-labelled", 0, codec), [0, 1, 3])
+    maps = np.asarray(codec.targets(kps))
+    assert [bool(np.all(maps[i].reshape(-1, 17).max(0) > 0)) for i in range(4)] == [
+        True, False, False, True]
+
+
 def test_thesis_analysis_defaults():
     args = latent.parse_args(["--ckpt", "w", "--out", "o"])
     assert args.max_iter == 1000 and args.n_init == 10 and args.ks == list(range(2, 11))
@@ -294,7 +317,7 @@ def test_thesis_analysis_defaults():
     assert study.default_components(3, 64) == (1, 2, 3, 10, 30, 50, "last")
     assert study.default_components("code", 50) == (1, 2, 3, 10, 20, 30, 40, 50)
     assert study.default_components("code", 8) == (1, 2, 3)
-    assert study.resolve_components(args.components, 4096)[-1] == 4096
+    assert study.resolve_components(study.THESIS_COMPONENTS, 4096)[-1] == 4096
     assert study.resolve_components([1, "last", 256], 256) == [1, 256]
     from shg_jax.cli import ArgumentError
     with pytest.raises(ArgumentError, match="--components 300,400: the latent has 256 "):

@@ -131,7 +131,9 @@ def test_stage1_ctrl_c_saves_mid_epoch_and_resumes_exactly(stage1, tiny_run, tin
     returns; the rerun resumes at that batch and ends as an uninterrupted run ends."""
     config, train, val, source = stage1_inputs(stage1, tiny_run, tiny_data, epochs=2)
     straight = pretrain.pretrain(config, tmp_path / "straight", train, val, source)
-    steps_per_epoch = len(train) // config.pretrain.batch_size
+    from shg_jax import data
+
+    steps_per_epoch = data.steps_per_epoch(len(train), config.pretrain.batch_size, train=True)
     calls, original = [], pretrain.AutoencoderStage.train_step
 
     def interrupted_step(self, state, latents):

@@ -93,17 +93,35 @@ def epoch_ids(split, epoch, **kw):
 
 def test_each_sample_once_per_epoch_and_orders(prepared):
     split = data.Split(prepared, "train")
-    e0, e1 = epoch_ids(split, 0), epoch_ids(split, 1)
+    e0, e1 = epoch_ids(split, 0, drop_last=True), epoch_ids(split, 1, drop_last=True)
     assert len(e0) == 23 // 4 and all(len(b) == 4 for b in e0)
     flat = sum(e0, [])
     assert len(set(flat)) == len(flat) == 20          # no repeats; 3 dropped with the tail
     assert e0 != e1                                    # a new order every epoch
-    assert e0 == epoch_ids(split, 0)                   # and the same order on every run
+    assert e0 == epoch_ids(split, 0, drop_last=True)   # and the same order on every run
     # Over many epochs every sample is visited (the dropped tail changes with the order).
     seen = set()
     for e in range(10):
-        seen.update(sum(epoch_ids(split, e), []))
+        seen.update(sum(epoch_ids(split, e, drop_last=True), []))
     assert seen == set(range(1000, 1023))
+
+
+def test_the_last_partial_batch_is_kept_as_the_thesis_dataloader_kept_it(prepared):
+    """By default an epoch ends with the remainder batch (PyTorch's DataLoader, the thesis'):
+    124,040 crops at batch 16 make 7,753 steps, the last of 8 crops; drop_last makes 7,752.
+    Split over devices, the remainder is cut to a multiple of their count."""
+    assert data.steps_per_epoch(124_040, 16, train=True) == 7_753
+    assert data.train_batch_sizes(124_040, 16)[-2:] == [16, 8]
+    assert data.steps_per_epoch(124_040, 16, train=True, drop_last=True) == 7_752
+    assert data.train_batch_sizes(124_040, 16, multiple=3)[-1] == 6
+    assert data.train_batch_sizes(124_040, 16, multiple=16) == [16] * 7_752
+    split = data.Split(prepared, "train")
+    kept = epoch_ids(split, 0)
+    assert [len(b) for b in kept] == [4] * 5 + [3]
+    assert sorted(sum(kept, [])) == list(range(1000, 1023))     # every sample, once
+    assert kept[:5] == epoch_ids(split, 0, drop_last=True)
+    two = [epoch_ids(split, 0, process_index=p, process_count=2) for p in range(2)]
+    assert [a + b for a, b in zip(*two)] == kept[:5] + [kept[5][:2]]
 
 
 def test_resumed_iterator_continues_exactly(prepared):
@@ -114,8 +132,9 @@ def test_resumed_iterator_continues_exactly(prepared):
 
 def test_process_slices_partition_each_global_batch(prepared):
     split = data.Split(prepared, "train")
-    full = epoch_ids(split, 1)
-    parts = [epoch_ids(split, 1, process_index=p, process_count=2) for p in range(2)]
+    full = epoch_ids(split, 1, drop_last=True)
+    parts = [epoch_ids(split, 1, process_index=p, process_count=2, drop_last=True)
+             for p in range(2)]
     assert [a + b for a, b in zip(*parts)] == full
     with pytest.raises(ValueError, match="divisible"):
         next(data.train_batches(split, 5, seed=0, epoch=0, process_count=2))
