@@ -30,7 +30,7 @@ def ablation_function(steps):
         out["has"] = out["has"] & batch["valid"]
         return out
 
-    return jax.jit(fn)
+    return steps.jit(fn)
 
 
 def run_ablation(steps, state, split: data.Split, batch_size: int, limit: int | None = None):

@@ -24,6 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.synthetic = ml_collections.config_dict.placeholder(ml_collections.ConfigDict)
 
     config.model = model_config()            # 1 stack, conv3x3 residual skips, 256 features
+    # Matmul and convolution precision (shg_jax.steps.PRECISIONS): the thesis trained in true
+    # float32; "tensorfloat32" is what JAX gives float32 on recent NVIDIA GPUs by default,
+    # "bfloat16" one bfloat16 pass. (model.dtype sets the activations' dtype.)
+    config.precision = "float32"
 
     config.heatmap = ml_collections.ConfigDict(dict(
         style="thesis",                      # impulse blurred by a normalised Gaussian

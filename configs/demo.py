@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.plateau.min_lr = 1e-5
     config.plateau.patience = 2
     config.batch_size = 4                    # more, smaller steps learn faster per second
+    config.drop_last = True                  # no second compile of the step for 2 crops
     config.eval_batch_size = 64
     config.num_epochs = 5
     config.plateau.milestones = (4,)

@@ -9,8 +9,9 @@ What it sets (each a field, so `--config.FIELD=...` moves one back):
 - model: 8 stacks (`model.n_stacks`; 2 and 4 run too), identity residual skips (a 1x1
   convolution where the channels change), a 64-channel stem convolution, 256 features,
   Newell's head (`model.head`: a 1x1 256->256 with BN and ReLU before the 1x1 to the
-  heatmaps, its output fed to the next stack), intermediate supervision (the loss sums over
-  every stack's heatmaps, as in every config);
+  heatmaps, its output fed to the next stack), Newell's merge between stacks with
+  intermediate supervision (`model.stacking="newell"`: a head at every stack and the loss
+  summed over their heatmaps; the thesis' own link supervises the last stack only);
 - targets: Newell's unnormalised Gaussians (peak 1, sigma 1 heatmap cell);
 - data: crops of the person box enlarged 1.25x (`bbox_pad`, prepared as above);
 - augmentation on: rotation +-30 degrees, scale 0.75-1.25, horizontal flip with probability
@@ -48,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = baseline.get_config()
     config.data_dir = "data/coco-bbox_pad"
     config.model.n_stacks = 8
+    config.model.stacking = "newell"
     config.model.residual_skip = "identity"
     config.model.stem_features = 64
     config.model.head = "newell"

@@ -24,7 +24,6 @@ import os
 import pathlib
 import shutil
 
-import jax
 import numpy as np
 
 from shg_jax import data, fileio
@@ -68,7 +67,7 @@ def latent_function(steps: Steps, layer):
         latent, _ = model.encode(steps.inputs(batch["images"]), layer)
         return latent.reshape(latent.shape[0], -1).astype(np.float32)
 
-    return jax.jit(fn)
+    return steps.jit(fn)
 
 
 def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoint: dict,

@@ -35,7 +35,7 @@ from shg_jax.bookkeeping import TrainingError, log, workdir_lock
 from shg_jax.checkpoint import CheckpointError, Checkpoints, RunRecord
 from shg_jax.latents import pretraining_latents
 from shg_jax.models import build_autoencoder, latent_shape
-from shg_jax.steps import Steps, TrainState, with_learning_rate
+from shg_jax.steps import Steps, TrainState, with_learning_rate, with_precision
 
 
 class AEState(NamedTuple):
@@ -65,8 +65,9 @@ class AutoencoderSteps:
             learning_rate=config.pretrain.learning_rate, momentum=config.pretrain.momentum)
         self.noise = config.pretrain.noise
         self.key = jax.random.key(config.seed)
-        self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
-        self.loss_sums = jax.jit(self._loss_sums)
+        self.train_step = jax.jit(with_precision(self._train_step, config.precision),
+                                  donate_argnums=(0,))
+        self.loss_sums = jax.jit(with_precision(self._loss_sums, config.precision))
 
     def init_state(self) -> AEState:
         return AEState(jnp.zeros((), jnp.int32), self._params, self.tx.init(self._params))

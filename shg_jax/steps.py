@@ -11,6 +11,7 @@ scales and flips crops and keypoints (shg_jax.augment).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -23,6 +24,22 @@ from shg_jax import augment, placement
 from shg_jax.codec import HeatmapCodec
 from shg_jax.models import build_model
 from shg_jax.pck import pck_counts
+
+
+#: config.precision: the precision of every matmul and convolution. "float32" is full float32
+#: on every backend (the thesis trained so, on a GTX 1070); "tensorfloat32" is NVIDIA's TF32
+#: (what JAX gives float32 on recent NVIDIA GPUs when nothing is asked); "bfloat16" one
+#: bfloat16 pass. CPUs compute float32 whatever is asked.
+PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
+
+
+def with_precision(fn, precision: str):
+    """`fn`, traced with jax.default_matmul_precision(`precision`) (one of PRECISIONS)."""
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with jax.default_matmul_precision(precision):
+            return fn(*args, **kwargs)
+    return traced
 
 
 class TrainState(NamedTuple):
@@ -80,17 +97,22 @@ class Steps:
         self.mean_rgb = jnp.asarray(mean_rgb, jnp.float32)
         self.codec = HeatmapCodec.from_config(config, label_offset_x)
         self.augment = config.augment if config.augment.enabled else None
+        self.precision = config.precision
         repl, data = placement.replicated(self.mesh), placement.batch_sharding(self.mesh)
-        self.train_step = jax.jit(self._train_step, in_shardings=(repl, data),
-                                  out_shardings=(repl, repl), donate_argnums=(0,))
-        self.eval_step = jax.jit(self._eval_step, in_shardings=(repl, data),
-                                 out_shardings=repl)
-        self.heatmaps_and_targets = jax.jit(self._heatmaps_and_targets, in_shardings=(repl, data),
-                                            out_shardings=data)
-        self.infer = jax.jit(lambda state, images: self._forward_eval(state, images)[-1],
-                             in_shardings=(repl, data), out_shardings=data)
-        self.batch_statistics = jax.jit(self._batch_statistics, in_shardings=(repl, data),
-                                        out_shardings=repl)
+        self.train_step = self.jit(self._train_step, in_shardings=(repl, data),
+                                   out_shardings=(repl, repl), donate_argnums=(0,))
+        self.eval_step = self.jit(self._eval_step, in_shardings=(repl, data),
+                                  out_shardings=repl)
+        self.heatmaps_and_targets = self.jit(self._heatmaps_and_targets,
+                                             in_shardings=(repl, data), out_shardings=data)
+        self.infer = self.jit(lambda state, images: self._forward_eval(state, images)[-1],
+                              in_shardings=(repl, data), out_shardings=data)
+        self.batch_statistics = self.jit(self._batch_statistics, in_shardings=(repl, data),
+                                         out_shardings=repl)
+
+    def jit(self, fn, **kwargs):
+        """jax.jit of `fn` with its matmuls and convolutions at config.precision."""
+        return jax.jit(with_precision(fn, self.precision), **kwargs)
 
     def init_state(self) -> TrainState:
         """Fresh parameters (from config.seed), optimizer state, replicated on the mesh.

@@ -21,8 +21,9 @@ from shg_jax.errors import UserError
 from shg_jax.heatmap import HEATMAP_STYLES
 from shg_jax.models.layers import BIAS_INITS, BN_RUNNING_VARS
 from shg_jax.models.residual import RESIDUAL_SKIPS
-from shg_jax.models.stacked import HEADS, STEM_STRIDE
+from shg_jax.models.stacked import HEADS, STACKINGS, STEM_STRIDE
 from shg_jax.skeleton import N_JOINTS
+from shg_jax.steps import PRECISIONS
 
 OPTIMIZERS = ("rmsprop", "sgd")
 DTYPES = ("float32", "bfloat16")
@@ -84,6 +85,7 @@ RULES = {
     "seed": int_at_least(0),
     "batch_size": int_at_least(1),
     "drop_last": boolean(),
+    "precision": one_of(PRECISIONS),
     "eval_batch_size": int_at_least(1),
     "num_epochs": int_at_least(1),
     "optimizer": one_of(OPTIMIZERS),
@@ -130,6 +132,7 @@ RULES = {
     "model.ae_code_size": int_at_least(1),
     "model.autoencoder_every_stack": boolean(),
     "model.head": one_of(HEADS),
+    "model.stacking": one_of(STACKINGS),
     "model.dtype": one_of(DTYPES),
     "model.bias_init": one_of(BIAS_INITS),
     "model.bn_running_var": one_of(BN_RUNNING_VARS),

@@ -31,6 +31,37 @@ def test_thesis_parameter_count():
     assert n_params(model) == 14_526_053
 
 
+def thesis_parameter_count(n_stacks: int) -> int:
+    """The thesis' SHG(n) of SHG.py counted from its parts (PyTorch parameters: BatchNorm
+    weight and bias, conv weights and biases): residual = BN(256), 1x1 256->128, BN, 3x3
+    128->128, BN, 1x1 128->256, 3x3 256->256 skip; stem conv7x7 3->256 + BN + 3 residuals;
+    14 residuals per hourglass; between stacks the link (residual, two 1x1 256->256, 1x1
+    256->17, 1x1 17->256); the head (residual, 1x1 256->17, BN, 1x1 17->17) once."""
+    i = o = 256
+    m = 128
+    residual = 2 * i + (i * m + m) + 2 * m + (9 * m * m + m) + 2 * m + (m * o + o) + (
+        9 * i * o + o)
+    stem = (3 * 49 * 256 + 256) + 2 * 256 + 3 * residual
+    link = residual + 2 * (256 * 256 + 256) + (256 * 17 + 17) + (17 * 256 + 256)
+    head = residual + (256 * 17 + 17) + 2 * 17 + (17 * 17 + 17)
+    return stem + n_stacks * 14 * residual + (n_stacks - 1) * link + head
+
+
+def test_thesis_multi_stack_parameter_count():
+    """model.stacking="thesis" (the default) builds SHG.py's SHG(n): 26,735,734 parameters
+    for n = 2 and 51,155,096 for n = 4 (counted by running the thesis' SHG.py)."""
+    assert thesis_parameter_count(1) == 14_526_053
+    assert thesis_parameter_count(2) == 26_735_734
+    assert thesis_parameter_count(4) == 51_155_096
+    cfg = model_config()
+    cfg.n_stacks = 2
+    model = build_model(cfg)                  # eager: seconds, where eval_shape takes longer
+    assert n_params(model) == 26_735_734
+    assert len(model.heads) == 1 and len(model.merges) == 1
+    per_stack = n_params(model.hourglasses[0]) + n_params(model.merges[0])
+    assert n_params(model) + 2 * per_stack == 51_155_096
+
+
 def test_thesis_autoencoder_parameter_count():
     ae = nnx.eval_shape(lambda: BottleneckAutoencoder(rngs=nnx.Rngs(0)))
     assert n_params(ae) == 1_578_994
@@ -197,12 +228,38 @@ def test_batchnorm_train_vs_eval():
 
 
 def test_two_stacks_give_per_stack_outputs():
-    model = build_model(tiny_config(n_stacks=2), seed=3)
+    model = build_model(tiny_config(n_stacks=2, stacking="newell"), seed=3)
     model.eval()
     out = model.forward(jnp.ones((2, 64, 64, 3)))
     assert out.heatmaps.shape == (2, 2, 16, 16, 17)
     assert float(jnp.abs(out.heatmaps[0] - out.heatmaps[1]).max()) > 0
     assert len(model.merges) == 1 and len(model.heads) == 2
+
+
+def test_thesis_stacking_links_stacks_and_outputs_the_last_only():
+    """The thesis' SHG.forward for n stacks: after each hourglass but the last, the link
+    x' = relu(conv2(z)) + x + relu(post_pred(relu(pre_pred(z)))), z = relu(conv1(res(y)));
+    one head on the last hourglass, so the loss sees the last stack only."""
+    model = build_model(tiny_config(n_stacks=2), seed=3)
+    model.eval()
+    images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+    out = model.forward(images)
+    assert out.heatmaps.shape == (1, 2, 16, 16, 17) and len(model.heads) == 1
+
+    @nnx.jit
+    def by_hand(model, images):
+        x = model.stem(images)
+        y, _ = model.hourglasses[0](x, True)
+        link = model.merges[0]
+        z = nnx.relu(link.post_conv_1(link.post_res(y)))
+        pred = nnx.relu(link.post_pred_conv(nnx.relu(link.pre_pred_conv(z))))
+        x = nnx.relu(link.post_conv_2(z)) + x + pred
+        y, _ = model.hourglasses[1](x, True)
+        return model.heads[0](y)[0]
+
+    np.testing.assert_allclose(out.heatmaps[0], by_hand(model, images), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="stacking"):
+        build_model(tiny_config(n_stacks=2, stacking="hrnet"))
 
 
 def test_autoencoder_every_stack():

@@ -188,3 +188,35 @@ def test_newell_recipe_trains_and_evaluates_with_2_and_4_stacks(n_stacks):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     sums = placement.to_host(steps.eval_step(state, sharded))
     assert sums["count"] == 6 and np.isfinite(sums["loss_sum"])
+
+
+@pytest.mark.parametrize("precision, hlo", [("float32", "HIGHEST"), ("tensorfloat32", "HIGH"),
+                                            ("bfloat16", "DEFAULT")])
+def test_every_matmul_and_convolution_runs_at_config_precision(precision, hlo):
+    """config.precision reaches every dot and convolution of the compiled steps (the SHG's
+    train and inference steps, the autoencoder's stage-1 step): full float32 by default, as
+    the thesis trained, where JAX would give TF32 on recent NVIDIA GPUs."""
+    import re
+
+    from shg_jax import pretrain
+
+    config = tiny_train_config("unused", **{"config.precision": precision,
+                                            "config.model.depth": 1})
+    steps = Steps(config, [0.4, 0.4, 0.4])
+    state = steps.init_state()
+    batch = placement.shard_batch(dict(images=np.zeros((4, 64, 64, 3), np.uint8),
+                                       keypoints=np.zeros((4, 17, 3), np.float32),
+                                       valid=np.ones(4, bool)), steps.mesh)
+    texts = [steps.train_step.lower(state, batch).as_text(),
+             steps.infer.lower(state, batch["images"]).as_text()]
+    config.model.autoencoder = True
+    config.pretrain = dict(learning_rate=0.1, momentum=0.9, noise=0.1)
+    ae = pretrain.AutoencoderSteps(config)
+    texts.append(ae.train_step.lower(ae.init_state(), np.zeros((2, 8, 8, 16), np.float32))
+                 .as_text())
+    for text in texts:
+        ops = re.findall(r"stablehlo\.(?:convolution|dot_general)[^\n]*", text)
+        assert len(ops) > 3
+        for op in ops:
+            assert re.search(rf"precision(?:_config)? = \[(#stablehlo<precision )?{hlo}\b",
+                             op), op

@@ -15,7 +15,7 @@ from helpers import REPO, jaxpr_equations
 def test_parameter_table_groups_every_parameter():
     cfg = model_config()
     cfg.update(dict(features=16, mid_features=8, stem_features=8, depth=2, input_size=64,
-                    n_stacks=2))
+                    n_stacks=2, stacking="newell"))
     model = nnx.eval_shape(lambda: build_model(cfg))
     rows = dict(parameter_table(model))
     assert sum(rows.values()) == sum(x.size for x in jax.tree.leaves(nnx.state(model,

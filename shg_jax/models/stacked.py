@@ -16,6 +16,9 @@ from shg_jax.models.residual import Residual
 
 
 HEADS = ("thesis", "newell")
+#: How stacks follow one another (model.stacking): the thesis' SHG.py link, supervised at the
+#: last stack only, or Newell's merge with a head and a loss at every stack.
+STACKINGS = ("thesis", "newell")
 
 
 class Head(nnx.Module):
@@ -58,13 +61,42 @@ class Merge(nnx.Module):
         return x + self.features(features) + self.heatmaps(heatmaps)
 
 
+class ThesisLink(nnx.Module):
+    """The thesis' link between stacks (SHG.py): the hourglass' output y through a residual
+    and a 1x1 conv + ReLU, a prediction branch (1x1 F->J, ReLU, 1x1 J->F, ReLU) and a second
+    1x1 conv + ReLU; the next input is that + the prediction branch + this stack's input.
+    No head, no heatmaps: the thesis supervises the last stack only.
+
+    Its code never ran with more than one stack: SHG.forward assigns the hourglass' (output,
+    bottlenecks) tuple to x and hands the tuple on; this is the computation it spells out."""
+
+    def __init__(self, features: int, mid_features: int, n_joints: int, *, skip: str,
+                 rngs: nnx.Rngs, dtype: Any = None):
+        self.post_res = Residual(features, features, mid_features, skip=skip, rngs=rngs,
+                                 dtype=dtype)
+        self.post_conv_1 = layers.conv(features, features, 1, rngs=rngs, dtype=dtype)
+        self.post_conv_2 = layers.conv(features, features, 1, rngs=rngs, dtype=dtype)
+        self.pre_pred_conv = layers.conv(features, n_joints, 1, rngs=rngs, dtype=dtype)
+        self.post_pred_conv = layers.conv(n_joints, features, 1, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        """(stack input x, hourglass output y), both (B, H, W, F) -> the next stack's input."""
+        z = nnx.relu(self.post_conv_1(self.post_res(y)))
+        prediction = nnx.relu(self.post_pred_conv(nnx.relu(self.pre_pred_conv(z))))
+        return nnx.relu(self.post_conv_2(z)) + x + prediction
+
+
 class Output(NamedTuple):
-    heatmaps: jax.Array          # (n_stacks, B, H/4, W/4, n_joints), last stack last
+    heatmaps: jax.Array          # (supervised stacks, B, H/4, W/4, n_joints), last stack last
     bottlenecks: tuple           # n_bottleneck arrays (B, h, w, F) of the last hourglass
 
 
 class StackedHourglass(nnx.Module):
     """Stem -> [hourglass -> head (-> merge)] x n_stacks, NHWC.
+
+    With stacking="thesis" only the last hourglass has a head: the stacks before it are
+    linked by the thesis' ThesisLink and give no heatmaps; with "newell" every stack has a
+    head and Newell's Merge feeds its heatmaps and features to the next.
 
     Stem (thesis): conv7x7/2 3->stem_features, BN, ReLU, Residual -> maxpool2 -> Residual ->
     Residual, i.e. (B, 256, 256, 3) -> (B, 64, 64, features). The first stem residual maps
@@ -81,12 +113,15 @@ class StackedHourglass(nnx.Module):
                  use_skip_connections: bool = True, input_size: int = 256,
                  autoencoder: bool = False, ae_channels=(192, 128, 64), ae_code_size: int = 50,
                  autoencoder_every_stack: bool = False, head: str = "thesis",
-                 dtype: Any = None, rngs: nnx.Rngs):
+                 stacking: str = "thesis", dtype: Any = None, rngs: nnx.Rngs):
+        if stacking not in STACKINGS:
+            raise ValueError(f"stacking must be one of {STACKINGS}, got {stacking!r}")
         latent_size = input_size // STEM_STRIDE // 2 ** depth
         if latent_size < 1 or input_size % (STEM_STRIDE * 2 ** depth):
             raise ValueError(f"input_size {input_size} must be a multiple of "
                              f"{STEM_STRIDE} * 2**depth = {STEM_STRIDE * 2 ** depth}")
         self.n_stacks = n_stacks
+        self.newell_stacking = stacking == "newell"
         self.use_skip_connections = use_skip_connections
         self.pre_conv1 = layers.conv(3, stem_features, 7, stride=2, rngs=rngs, dtype=dtype)
         self.bn_pre = layers.batch_norm(stem_features, rngs=rngs, dtype=dtype)
@@ -106,10 +141,13 @@ class StackedHourglass(nnx.Module):
                       residual_skip=residual_skip, autoencoder=make_ae(s), rngs=rngs,
                       dtype=dtype)
             for s in range(n_stacks)])
+        n_heads = n_stacks if self.newell_stacking else 1
         self.heads = nnx.List([Head(features, mid_features, n_joints, style=head, **res)
-                               for _ in range(n_stacks)])
-        self.merges = nnx.List([Merge(features, n_joints, rngs=rngs, dtype=dtype)
-                                for _ in range(n_stacks - 1)])
+                               for _ in range(n_heads)])
+        self.merges = nnx.List([
+            Merge(features, n_joints, rngs=rngs, dtype=dtype) if self.newell_stacking
+            else ThesisLink(features, mid_features, n_joints, **res)
+            for _ in range(n_stacks - 1)])
 
     def stem(self, images: jax.Array) -> jax.Array:
         """(B, S, S, 3) normalised images -> (B, S/4, S/4, features)."""
@@ -121,18 +159,23 @@ class StackedHourglass(nnx.Module):
         return self.use_skip_connections if use_skips is None else use_skips
 
     def _to_last_stack(self, images, use_skips):
-        """Runs every stack but the last; returns the last hourglass' input and all heatmaps."""
+        """Runs every stack but the last; returns the last hourglass' input and the heatmaps
+        of the stacks before it (none with the thesis' stacking)."""
         x = self.stem(images)
         heatmaps = []
-        for hourglass, head, merge in zip(self.hourglasses[:-1], self.heads[:-1], self.merges):
+        for i, (hourglass, merge) in enumerate(zip(self.hourglasses[:-1], self.merges)):
             y, _ = hourglass(x, use_skips)
-            hm, features = head(y)
-            heatmaps.append(hm)
-            x = merge(x, features, hm)
+            if self.newell_stacking:
+                hm, features = self.heads[i](y)
+                heatmaps.append(hm)
+                x = merge(x, features, hm)
+            else:
+                x = merge(x, y)
         return x, heatmaps
 
     def forward(self, images: jax.Array, *, use_skips: bool | None = None) -> Output:
-        """All stacks' heatmaps and the last hourglass' bottleneck outputs.
+        """The supervised stacks' heatmaps (every stack with Newell's stacking, the last
+        with the thesis') and the last hourglass' bottleneck outputs.
 
         `use_skips` overrides the config's `use_skip_connections` for this call only (the
         thesis' skip ablation: same weights, skip adds dropped).
@@ -168,7 +211,7 @@ STEM_STRIDE = 4
 MODEL_FIELDS = ("n_stacks", "depth", "n_bottleneck", "features", "mid_features",
                 "stem_features", "residual_skip", "n_joints", "use_skip_connections",
                 "input_size", "autoencoder", "ae_channels", "ae_code_size",
-                "autoencoder_every_stack", "head", "dtype")
+                "autoencoder_every_stack", "head", "stacking", "dtype")
 
 
 
@@ -178,7 +221,7 @@ def model_config() -> ml_collections.ConfigDict:
         n_stacks=1, depth=4, n_bottleneck=3, features=256, mid_features=128,
         stem_features=256, residual_skip="conv3x3", n_joints=17, use_skip_connections=True,
         input_size=256, autoencoder=False, ae_channels=(192, 128, 64), ae_code_size=50,
-        autoencoder_every_stack=False, head="thesis", dtype="float32",
+        autoencoder_every_stack=False, head="thesis", stacking="thesis", dtype="float32",
         bias_init="pytorch",                 # PyTorch's U(+-1/sqrt(fan_in)); or "zeros"
         bn_running_var="unbiased"))          # PyTorch's n/(n-1) update; or "biased" (flax)
 
