@@ -20,7 +20,7 @@ from shg_jax.bookkeeping import TrainingError
 from helpers import KILLED_IN_SAVE, REPO, read_events, tiny_train_config, tiny_train_overrides
 
 AE_OVERRIDES = {"config.model.ae_code_size": 8, "config.pretrain.batch_size": 8,
-                "config.pretrain.learning_rate": 0.01, "config.keep_checkpoints": 5}
+                "config.pretrain.learning_rate": 0.003, "config.keep_checkpoints": 5}
 
 
 def ae_config(tiny_data, **extra):
@@ -84,8 +84,9 @@ def test_pretrain_lowers_reconstruction_loss(stage1, tiny_run, tiny_data):
         for x, y in zip(leaves_a, leaves_b):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     val_losses = [h["val_loss"] for h in history]
-    # SGD at this learning rate is slow on these latents (mean square 238, variance 4):
-    # six epochs remove ~5 % of the loss, far beyond the noise of an unchanged model.
+    # SGD at this learning rate, the latents in storage order, takes the validation loss down
+    # by about half in six epochs (0.01 overshoots and oscillates), far beyond the noise of
+    # an unchanged model.
     assert val_losses[-1] < 0.97 * before
     assert val_losses[-1] < val_losses[2] < val_losses[0]
     assert source["kind"] == "best_loss" and source["workdir"] == str(tiny_run[0].absolute())
@@ -216,7 +217,7 @@ def test_multiplicative_noise_and_halving_schedule(tiny_data):
     assert abs(rel.std() - 0.1) < 0.002 and abs(rel.mean()) < 0.002
     config = ae_config(tiny_data)
     lrs = [pretrain.halving_learning_rate(config, e) for e in (0, 24, 25, 49, 50, 99)]
-    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.01 / 8])
+    assert lrs == pytest.approx([0.003, 0.003, 0.0015, 0.0015, 0.00075, 0.003 / 8])
 
 
 def _flat(state):
