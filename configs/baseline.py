@@ -60,10 +60,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.rmsprop_eps = 1e-8
     config.rmsprop_eps_in_sqrt = False
     config.momentum = 0.0                    # used by optimizer="sgd"
-    # ReduceLROnPlateau(mode="max", factor=0.2, patience=5, min_lr=5e-5) on val PCK;
-    # milestones (an extension, none in the thesis): also drop after these epochs.
+    # ReduceLROnPlateau(mode="max", factor=0.2, patience=5, min_lr=5e-5) on val PCK, with
+    # PyTorch's defaults threshold=1e-4 (relative) and cooldown=0; milestones (an extension,
+    # none in the thesis): also drop after these epochs.
     config.plateau = ml_collections.ConfigDict(dict(factor=0.2, patience=5, min_lr=5e-5,
-                                                    threshold=1e-4, milestones=()))
+                                                    threshold=1e-4, cooldown=0,
+                                                    milestones=()))
 
     # Precise BatchNorm (an extension; the thesis validates on the running averages): before
     # each validation, every BatchNorm's running statistics are replaced by the mean of its

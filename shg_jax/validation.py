@@ -102,6 +102,7 @@ RULES = {
     "plateau.patience": int_at_least(0),
     "plateau.min_lr": at_least(0),
     "plateau.threshold": at_least(0),
+    "plateau.cooldown": int_at_least(0),
     "plateau.milestones": ints_at_least(1),
     "precise_bn.batches": int_at_least(0),
     "precise_bn.batch_size": int_at_least(1),

@@ -120,6 +120,60 @@ def test_transposed_conv_kernel_flip():
     assert np.abs(np.asarray(layer(x[None]))[0] - torch_conv_transpose(x, w, b)).max() > 0.1
 
 
+def torch_conv(x, w, b):
+    """PyTorch's Conv2d(k=3, padding=1) on (Cin, H, W): a correlation with zero padding."""
+    c, h, wd = x.shape
+    pad = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    out = np.zeros((w.shape[0], h, wd))
+    for i in range(3):
+        for j in range(3):
+            out += np.einsum("oc,chw->ohw", w[:, :, i, j], pad[:, i:i + h, j:j + wd])
+    return out + b[:, None, None]
+
+
+def thesis_ae_forward(state: dict, x: np.ndarray) -> np.ndarray:
+    """AE.forward of the thesis (AE.py, no noise) in PyTorch's layout, by hand: x (256, 4, 4)
+    -> 3 x (Conv2d 3x3, ReLU) -> view(-1) in (C, H, W) order -> Linear(50), ReLU ->
+    Linear(1024), ReLU -> view(64, 4, 4) -> 3 x (ConvTranspose2d 3x3, ReLU)."""
+    relu = lambda v: np.maximum(v, 0.0)                              # noqa: E731
+    for i in (0, 2, 4):
+        x = relu(torch_conv(x, state[f"encoder.{i}.weight"], state[f"encoder.{i}.bias"]))
+    code = relu(state["encoder_linear.0.weight"] @ x.reshape(-1)
+                + state["encoder_linear.0.bias"])
+    x = relu(state["decoder_linear.0.weight"] @ code + state["decoder_linear.0.bias"])
+    x = x.reshape(64, 4, 4)
+    for i in (0, 2, 4):
+        x = relu(torch_conv_transpose(x.transpose(1, 2, 0), state[f"decoder.{i}.weight"],
+                                      state[f"decoder.{i}.bias"]).transpose(2, 0, 1))
+    return x
+
+
+def test_the_converted_autoencoder_computes_the_thesis_forward(keys):
+    """The thesis' autoencoder weights through the conversion give AE.forward's output,
+    worked out in PyTorch's layout by hand: the flatten between the convolutions and the
+    Linear is PyTorch's (C, H, W) order, so any other order gives another output."""
+    ae_state = {k: v * np.float32(0.05) for k, v in random_state(keys["AE"], 6).items()}
+    model = thesis_weights.from_thesis_state_dict(random_state(keys["SHG_1stack"], 7),
+                                                  config(True), autoencoder=ae_state)
+    ae = model.hourglasses[0].autoencoder
+    x = np.random.default_rng(8).uniform(0, 2, (256, 4, 4)).astype(np.float32)
+    expected = thesis_ae_forward(ae_state, x)
+    assert np.abs(expected).max() > 0.01
+    ours = np.asarray(ae(jnp.asarray(x.transpose(1, 2, 0))[None]))[0].transpose(2, 0, 1)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
+    # The code itself: our encoder equals the thesis' up to the Linear (the layout check).
+    code = np.asarray(ae.encode(jnp.asarray(x.transpose(1, 2, 0))[None]))[0]
+    h = x
+    for i in (0, 2, 4):
+        h = np.maximum(torch_conv(h, ae_state[f"encoder.{i}.weight"],
+                                  ae_state[f"encoder.{i}.bias"]), 0)
+    w, b = ae_state["encoder_linear.0.weight"], ae_state["encoder_linear.0.bias"]
+    np.testing.assert_allclose(code, np.maximum(w @ h.reshape(-1) + b, 0), rtol=1e-4,
+                               atol=1e-5)
+    hwc = np.maximum(w @ h.transpose(1, 2, 0).reshape(-1) + b, 0)   # another flatten order
+    assert np.abs(code - hwc).max() > 0.01
+
+
 def test_missing_extra_and_misshaped_keys_are_reported_together(keys):
     state = random_state(keys["SHG_1stack"], 5)
     del state["last_conv_2.bias"]

@@ -220,3 +220,43 @@ def test_every_matmul_and_convolution_runs_at_config_precision(precision, hlo):
         for op in ops:
             assert re.search(rf"precision(?:_config)? = \[(#stablehlo<precision )?{hlo}\b",
                              op), op
+
+
+def thesis_profile(centre: int, size: int, sigma: float) -> np.ndarray:
+    """The thesis' blur of a unit impulse along one axis, by hand: scipy.ndimage's normalised
+    Gaussian, exp(-x^2 / (2 sigma^2)) over radius int(4 sigma + 0.5), summed to 1; the
+    impulse far enough from the edges that mode="nearest" does not matter."""
+    radius = int(4 * sigma + 0.5)
+    taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
+    out = np.zeros(size)
+    out[centre - radius:centre + radius + 1] = taps / taps.sum()
+    return out
+
+
+def test_the_steps_render_the_thesis_targets_from_the_config():
+    """The targets the compiled steps compare against (the train step renders them through
+    the same codec) equal the thesis' maps worked out by hand: a 64-px crop, 16 cells; the
+    impulse at round(x * 16 / 64) (half to even: 5.5 -> 6, 7.5 -> 8, 6.5 -> 6), sigma 0.5 for
+    a visible joint (v=2: peak 0.6187), 1.0 for an occluded one (v=1: peak 0.1592), nothing
+    for an unlabelled joint or one outside the crop."""
+    config = tiny_train_config("unused")
+    steps = Steps(config, [0.4, 0.4, 0.4])
+    keypoints = np.zeros((4, 17, 3), np.float32)
+    keypoints[:, 0] = (22, 30, 2)              # cells (6, 8), visible
+    keypoints[:, 1] = (40, 26, 1)              # cells (10, 6), occluded
+    keypoints[:, 2] = (70, 20, 2)              # outside the crop
+    keypoints[:, 3] = (30, 30, 0)              # unlabelled
+    expected = np.zeros((16, 16, 17))
+    expected[..., 0] = np.outer(thesis_profile(8, 16, 0.5), thesis_profile(6, 16, 0.5))
+    expected[..., 1] = np.outer(thesis_profile(6, 16, 1.0), thesis_profile(10, 16, 1.0))
+    assert expected[8, 6, 0] == pytest.approx(0.6187, abs=1e-4)
+    assert expected[6, 10, 1] == pytest.approx(0.1592, abs=1e-4)
+    state = steps.init_state()
+    batch = placement.shard_batch(dict(images=np.zeros((4, 64, 64, 3), np.uint8),
+                                       keypoints=keypoints, valid=np.ones(4, bool)),
+                                  steps.mesh)
+    rendered = {"codec": steps.codec.targets(keypoints),
+                "evaluation step": steps.heatmaps_and_targets(state, batch)[1]}
+    for path, maps in rendered.items():
+        for row in np.asarray(maps):
+            np.testing.assert_allclose(row, expected, atol=1e-7, err_msg=path)
