@@ -129,3 +129,56 @@ def test_a_sweep_compiles_the_silhouette_once_and_each_k_ahead(monkeypatch):
     assert cluster._silhouette_chunk._cache_size() == before + 1
     assert sorted(compiled) == [(2, False), (3, False), (4, False)]
     assert fitted == [(2, True), (3, True), (4, True)]
+
+
+# --- known answers worked out by hand (scikit-learn's rules) -------------------------------
+
+def test_kmeans_plusplus_keeps_the_best_of_its_greedy_candidates():
+    """200 points at 0, two at 100, one at 90; k = 2. From a first centre at 0 every
+    candidate is one of the far points (D^2 sampling gives the zeros no weight); with the
+    second centre at 100 the potential is 10^2 = 100 (the 90), at 90 it is 2 x 10^2 = 200:
+    the greedy rule keeps 100. (20 trials draw both values for these seeds.)"""
+    x = np.concatenate([np.zeros(200), [100.0, 100.0, 90.0]]).astype(np.float32)[:, None]
+    xj = jnp.asarray(x)
+    for seed in range(4):
+        seeds = np.asarray(kmeans.kmeans_plusplus(xj, jnp.sum(xj * xj, 1),
+                                                  jax.random.key(seed), 2, 20))
+        assert sorted(seeds[:, 0].tolist()) == [0.0, 100.0], seed
+
+
+def test_the_tolerance_scales_with_the_mean_feature_variance():
+    """scikit-learn's tol: 1e-4 x the mean over features of their (population) variance:
+    columns (0, 2, 0, 2) and (0, 0, 4, 4) have variances 1 and 4, so tol = 2.5e-4."""
+    rows = kmeans.prepare(np.array([[0, 0], [2, 0], [0, 4], [2, 4]], np.float32))
+    assert float(rows.tol) == pytest.approx(2.5e-4, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(rows.mean), [1.0, 2.0])
+
+
+def test_the_restart_with_the_lowest_inertia_is_kept():
+    """Of restarts with inertias 5, 2 and 9 the second is returned, its centres moved back
+    by the mean that prepare() took off, with its labels and iteration count."""
+    x = np.array([[1.0, 1.0], [3.0, 5.0]], np.float32)
+    rows = kmeans.prepare(x)
+    centres = jnp.asarray([[[0.0, 0.0]], [[1.0, -1.0]], [[5.0, 5.0]]])
+    labels = jnp.asarray([[0, 0], [0, 0], [0, 0]], jnp.int32)
+
+    def restarts(*args):
+        return centres, labels, jnp.asarray([5.0, 2.0, 9.0]), jnp.asarray([4, 7, 1])
+
+    result = kmeans.fit(rows, 1, n_init=3, compiled=restarts)
+    assert result.inertia == 2.0 and result.n_iter == 7
+    np.testing.assert_allclose(result.centroids, [[1.0 + 2.0, -1.0 + 3.0]])
+
+
+def test_silhouette_a_and_b_by_hand():
+    """1-D points 0, 1, 4 | 10, 11 | 30. a = mean distance to the own cluster's other points
+    (n - 1 of them); b = the smallest mean distance to another cluster; s = (b - a) /
+    max(a, b); a singleton scores 0. Point 0: a 2.5, b 10.5 -> 0.761905; 1: 2, 9.5 ->
+    0.789474; 4: 3.5, 6.5 -> 0.461538; 10: 1, 25/3 -> 0.88; 11: 1, 28/3 -> 0.892857;
+    30: 0. Mean 0.630962."""
+    x = np.array([0.0, 1.0, 4.0, 10.0, 11.0, 30.0], np.float32)[:, None]
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    expected = np.mean([8 / 10.5, 7.5 / 9.5, 3 / 6.5, (25 / 3 - 1) / (25 / 3),
+                        (28 / 3 - 1) / (28 / 3), 0.0])
+    assert expected == pytest.approx(0.630962, abs=1e-6)
+    assert cluster.silhouette_score(x, labels, chunk=4) == pytest.approx(expected, abs=1e-6)

@@ -342,6 +342,33 @@ def test_coco_ap_of_one_person_shifted_by_a_known_offset(shift, expected_ap):
     assert stats["persons"] == 1 and stats["ignored_persons"] == 0
 
 
+def test_coco_ap_counts_the_labelled_joints_at_the_annotations_area():
+    """COCOeval's OKS takes the scale from the annotation's `area` (not its box: 200 x 200
+    here) and averages over the joints labelled in the annotation: 12 labelled joints 4 px
+    off and 5 unlabelled ones 60 px off give OKS = mean over the 12 of exp(-16 / (2 * 10,000
+    * (2 sigma_j)^2)) = 0.9288, so AP = 0.9 (thresholds 0.50..0.90 pass); counting the
+    unlabelled joints would give OKS 0.657 and AP 0.4, the box's area 40,000 OKS 0.981 and
+    AP 1.0."""
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(100, 300, (17, 2))
+    v = np.full(17, 2.0)
+    unlabelled = [1, 2, 7, 12, 16]
+    v[unlabelled] = 0
+    shift = np.tile([4.0, 0.0], (17, 1))
+    shift[unlabelled] = (60.0, 0.0)
+    labelled = v > 0
+    oks = np.mean(np.exp(-16 / (2 * 10000 * (2 * COCO_SIGMAS[labelled]) ** 2)))
+    assert oks == pytest.approx(0.9288, abs=1e-4)
+    gt_keypoints = np.concatenate([np.where(labelled[:, None], xy, 0), v[:, None]], 1)
+    gt = {"images": [{"id": 7, "width": 400, "height": 400, "file_name": "x.jpg"}],
+          "categories": [{"id": 1, "name": "person"}],
+          "annotations": [{"id": 70, "image_id": 7, "category_id": 1, "iscrowd": 0,
+                           "area": 10000.0, "bbox": [100, 100, 200, 200], "num_keypoints": 12,
+                           "keypoints": gt_keypoints.reshape(-1).tolist()}]}
+    predictions = coco_eval.results([7], (xy + shift)[None], np.ones((1, 17)))
+    assert coco_eval.keypoint_ap(gt, predictions, [70])["AP"] == pytest.approx(0.9, abs=1e-9)
+
+
 def test_evaluate_coco_ap_cli(tiny_run, tmp_path, capsys):
     """The CLI reports what the library computes for the run (with --subpixel honoured, every
     val crop once); the library's arithmetic is pinned by the known-answer test above."""
@@ -399,8 +426,14 @@ def test_read_person_boxes_keeps_persons_best_first_and_names_bad_fields(tmp_pat
 
 
 def _pose(xy, score, bbox=(0, 0, 100, 100)):
-    return topdown.Person(bbox, cropping.CropBox(0, 0, 100, 100), np.asarray(xy, float),
+    """A pose whose box asked for (area 10,000) is not the box cropped (40,000): OKS-NMS
+    scales by the former."""
+    return topdown.Person(bbox, cropping.CropBox(0, 0, 200, 200), np.asarray(xy, float),
                           np.full(17, score), 1.0)
+
+
+def test_coco_sigmas_are_cocos():
+    np.testing.assert_allclose(topdown.coco_sigmas(), COCO_SIGMAS, rtol=0, atol=1e-12)
 
 
 def test_oks_and_oks_nms_known_answers():
