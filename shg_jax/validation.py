@@ -11,7 +11,7 @@ their own checks for callers that bypass configs.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import ml_collections
 
@@ -44,43 +44,54 @@ def _is_number(v) -> bool:
             and math.isfinite(v))
 
 
-def int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: _is_int(v) and v >= low), f"a whole number >= {low}"
+class Rule(NamedTuple):
+    """One field's rule: the test a value must pass, what is allowed (for the message), and
+    a value the rule refuses (the tests generate a bad config per rule from it)."""
+    test: Callable[[Any], bool]
+    allowed: str
+    refused: Any
 
 
-def positive() -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: _is_number(v) and v > 0), "a finite number > 0"
+def int_at_least(low: int) -> Rule:
+    return Rule(lambda v: _is_int(v) and v >= low, f"a whole number >= {low}", low - 1)
 
 
-def at_least(low: float) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: _is_number(v) and v >= low), f"a finite number >= {low:g}"
+def positive() -> Rule:
+    return Rule(lambda v: _is_number(v) and v > 0, "a finite number > 0", 0.0)
 
 
-def between(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: _is_number(v) and low < v < high), f"a number strictly between " \
-                                                         f"{low:g} and {high:g}"
+def at_least(low: float) -> Rule:
+    return Rule(lambda v: _is_number(v) and v >= low, f"a finite number >= {low:g}",
+                low - 1.0)
 
 
-def between_inclusive(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: _is_number(v) and low <= v <= high), f"a number from {low:g} to {high:g}"
+def between(low: float, high: float) -> Rule:
+    return Rule(lambda v: _is_number(v) and low < v < high,
+                f"a number strictly between {low:g} and {high:g}", float(high))
 
 
-def one_of(choices) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in choices), "one of " + ", ".join(repr(c) for c in choices)
+def between_inclusive(low: float, high: float) -> Rule:
+    return Rule(lambda v: _is_number(v) and low <= v <= high,
+                f"a number from {low:g} to {high:g}", high + 1.0)
 
 
-def boolean() -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: isinstance(v, bool)), "True or False"
+def one_of(choices) -> Rule:
+    return Rule(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices),
+                "unknown")
 
 
-def ints_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
-    return ((lambda v: isinstance(v, (tuple, list)) and all(_is_int(x) and x >= low
-                                                            for x in v)),
-            f"a tuple of whole numbers >= {low}")
+def boolean() -> Rule:
+    return Rule(lambda v: isinstance(v, bool), "True or False", "yes")
 
 
-#: field -> (test, what is allowed); a field absent from the config is not checked (configs
-#: differ: only autoencoder configs have `stage`, only the demo has `synthetic`).
+def ints_at_least(low: int) -> Rule:
+    return Rule(lambda v: isinstance(v, (tuple, list)) and all(_is_int(x) and x >= low
+                                                               for x in v),
+                f"a tuple of whole numbers >= {low}", (low, low - 1))
+
+
+#: field -> Rule; a field absent from the config is not checked (configs differ: only
+#: autoencoder configs have `stage`, only the demo has `synthetic`).
 RULES = {
     "seed": int_at_least(0),
     "batch_size": int_at_least(1),
@@ -175,10 +186,10 @@ def _fail(field: str, value, allowed: str) -> None:
 def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
     """Raises ConfigError (one line: field, value, what is allowed) at the first value the
     code cannot run; `n_devices`: the devices the batch is split over (None: not checked)."""
-    for field, (test, allowed) in RULES.items():
+    for field, rule in RULES.items():
         value = _get(config, field)
-        if value is not _ABSENT and not test(value):
-            _fail(field, value, allowed)
+        if value is not _ABSENT and not rule.test(value):
+            _fail(field, value, rule.allowed)
     lo, hi = _get(config, "augment.scale_min"), _get(config, "augment.scale_max")
     if _ABSENT not in (lo, hi) and lo > hi:
         _fail("augment.scale_max", hi, f">= augment.scale_min ({lo!r})")

@@ -9,7 +9,7 @@ import pytest
 
 from configs import autoencoder, baseline, demo, newell
 from shg_jax import bookkeeping
-from shg_jax.validation import ConfigError, validate
+from shg_jax.validation import RULES, ConfigError, validate
 
 from helpers import REPO
 
@@ -152,3 +152,94 @@ def test_a_recorded_config_without_a_section_differs_from_todays(section):
     changed.num_epochs, changed.eval_batch_size = 7, 3
     assert bookkeeping.config_differences(bookkeeping.config_json(baseline.get_config()),
                                           bookkeeping.config_json(changed)) == []
+
+
+#: Every field shg_jax.validation checks: a rule taken out of RULES fails the test below for
+#: its field.
+VALIDATED = (
+    "seed", "batch_size", "drop_last", "precision", "eval_batch_size", "num_epochs",
+    "optimizer", "learning_rate", "rmsprop_decay", "rmsprop_eps", "rmsprop_eps_in_sqrt",
+    "momentum", "log_every_steps", "keep_checkpoints", "num_tb_images", "prefetch",
+    "plateau.factor", "plateau.patience", "plateau.min_lr", "plateau.threshold",
+    "plateau.cooldown", "plateau.milestones", "precise_bn.batches", "precise_bn.batch_size",
+    "heatmap.style", "heatmap.sigma_visible", "heatmap.sigma_occluded", "heatmap.sigma_newell",
+    "augment.enabled", "augment.rotation", "augment.scale_min", "augment.scale_max",
+    "augment.flip", "augment.fill", "decode.flip", "decode.subpixel", "model.n_stacks",
+    "model.depth", "model.n_bottleneck", "model.features", "model.mid_features",
+    "model.stem_features", "model.residual_skip", "model.n_joints",
+    "model.use_skip_connections", "model.input_size", "model.autoencoder",
+    "model.ae_channels", "model.ae_code_size", "model.autoencoder_every_stack", "model.head",
+    "model.stacking", "model.dtype", "model.bias_init", "model.bn_running_var", "stage",
+    "pretrain.num_epochs", "pretrain.batch_size", "pretrain.learning_rate",
+    "pretrain.momentum", "pretrain.halve_every", "pretrain.lr_factor", "pretrain.noise",
+    "pretrain.extract_batch_size", "pretrain.shuffle", "pretrain.drop_last",
+    "synthetic.train", "synthetic.val", "synthetic.seed", "synthetic.image_size",
+    "synthetic.crop_mode")
+
+
+def test_every_validated_field_is_listed():
+    assert set(RULES) == set(VALIDATED) and len(VALIDATED) == len(set(VALIDATED))
+
+
+@pytest.mark.parametrize("field", VALIDATED)
+def test_every_rule_refuses_a_bad_value_with_its_own_message(field):
+    """One bad value per rule, generated from the rule table: the shipped value passes, the
+    rule's refused value ends validation with the rule's one-line message."""
+    rule = RULES[field]
+    base = (demo if field.startswith("synthetic.") else
+            autoencoder if field == "stage" or field.startswith("pretrain.") else baseline)
+    good = config_with(base)
+    if base is autoencoder:
+        good.init_from = "runs/baseline"
+    *path, last = field.split(".")
+    node = good
+    for part in path:
+        node = node[part]
+    assert rule.test(node[last]), (field, node[last])
+    node[last] = rule.refused
+    with pytest.raises(ConfigError) as e:
+        validate(good, n_devices=1)
+    assert str(e.value) == f"config.{field}={rule.refused!r}: must be {rule.allowed}"
+
+
+#: configs/baseline.py, field by field: the thesis' values (DESIGN.md; the thesis' code for
+#: the crops, targets, optimizer, schedule and initialisation), and the extensions off.
+THESIS_BASELINE = {
+    "seed": 0, "data_dir": "data/coco", "synthetic": None,
+    "model": {"n_stacks": 1, "depth": 4, "n_bottleneck": 3, "features": 256,
+              "mid_features": 128, "stem_features": 256, "residual_skip": "conv3x3",
+              "n_joints": 17, "use_skip_connections": True, "input_size": 256,
+              "autoencoder": False, "ae_channels": [192, 128, 64], "ae_code_size": 50,
+              "autoencoder_every_stack": False, "head": "thesis", "stacking": "thesis",
+              "dtype": "float32", "bias_init": "pytorch", "bn_running_var": "unbiased"},
+    "precision": "float32",
+    "heatmap": {"style": "thesis", "sigma_visible": 0.5, "sigma_occluded": 1.0,
+                "sigma_newell": 1.0},
+    "augment": {"enabled": False, "rotation": 30.0, "scale_min": 0.75, "scale_max": 1.25,
+                "flip": 0.5, "fill": "zero"},
+    "decode": {"flip": False, "subpixel": False, "flip_shift": None},
+    "batch_size": 16, "drop_last": False, "eval_batch_size": 16, "num_epochs": 50,
+    "optimizer": "rmsprop", "learning_rate": 2.5e-4, "rmsprop_decay": 0.99,
+    "rmsprop_eps": 1e-8, "rmsprop_eps_in_sqrt": False, "momentum": 0.0,
+    "plateau": {"factor": 0.2, "patience": 5, "min_lr": 5e-5, "threshold": 1e-4,
+                "cooldown": 0, "milestones": []},
+    "precise_bn": {"batches": 0, "batch_size": 64},
+    "log_every_steps": 50, "keep_checkpoints": 3, "num_tb_images": 8, "prefetch": 2}
+
+
+def test_baseline_holds_the_thesis_values():
+    assert bookkeeping.config_json(baseline.get_config()) == THESIS_BASELINE
+
+
+def test_the_autoencoder_stages_hold_the_thesis_values():
+    """configs/autoencoder.py: AE.py's model, its stage-1 run (SGD momentum 0.9, lr 5e-4
+    halved every 25 epochs, batch 16, noise 0.1, storage order, 51 epochs, the last batch
+    kept) and the 20 fine-tuning epochs from the SHG's min-validation-loss checkpoint."""
+    config = bookkeeping.config_json(autoencoder.get_config())
+    assert config["model"] == dict(THESIS_BASELINE["model"], autoencoder=True)
+    assert config["pretrain"] == {
+        "num_epochs": 51, "batch_size": 16, "learning_rate": 5e-4, "momentum": 0.9,
+        "halve_every": 25, "lr_factor": 0.5, "noise": 0.1, "shuffle": False,
+        "drop_last": False, "extract_batch_size": 64}
+    assert (config["stage"], config["init_checkpoint"], config["num_epochs"]) == (
+        "finetune", "best_loss", 20)
