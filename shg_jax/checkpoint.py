@@ -34,8 +34,9 @@ KINDS = ("latest", "best", "best_loss")
 BEST = {"best": ("val_pck", "max"), "best_loss": ("val_loss", "min")}
 
 #: The record format written now, and the only one read: any other version was written by
-#: another shg-jax (older: a development version; newer: an update to install).
-RECORD_VERSION = 2
+#: another shg-jax (older: a development version; newer: an update to install). The record
+#: holds the run's config, so a change of the config's fields is a change of the format.
+RECORD_VERSION = 3
 
 
 @dataclasses.dataclass
