@@ -5,8 +5,9 @@
 #   OUT=DIR bash benchmarks/gpu_check.sh smoke [GROUP ...]    # the same steps, tiny, on a CPU
 #
 # GROUPs (default: all, in this order): bench - the train-step benchmark of the thesis model,
-# float32 and bfloat16, batch 16 and 256; study - benchmarks.analysis (PCA and our K-Means
-# sweep K = 2..10 with the exact silhouette) at 124,000 and 10,000 x 4,096; demo - configs/demo.py, all of it, then evaluate
+# float32 (full and TF32 precision) and bfloat16, batch 16 and 256; study -
+# benchmarks.analysis (PCA and our K-Means sweep K = 2..10 with the exact silhouette) at
+# 124,000 and 10,000 x 4,096; demo - configs/demo.py, all of it, then evaluate
 # with the flip test and COCO AP; baseline - configs/baseline.py for 4 epochs on synthetic
 # data (thesis crops, 256x256), then evaluate; analysis - analysis.skips and analysis.latent
 # on that run; autoencoder - the autoencoder's two stages on that run and analysis.compare;
@@ -108,6 +109,10 @@ want_run && { ( set -o pipefail; JAX_PLATFORMS=cpu $PY -m data_prep.synthetic --
 if want bench; then
   step bench_f32 150 $PY -m benchmarks.train_step --dtype float32 --batch $F32 "${BENCH[@]}"
   step bench_bf16 150 $PY -m benchmarks.train_step --dtype bfloat16 --batch $BF16 "${BENCH[@]}"
+  # config.precision: the float32 rows above run at full float32 (the thesis' numerics);
+  # TF32 is what JAX would pick on its own on this GPU.
+  step bench_tf32 150 $PY -m benchmarks.train_step --dtype float32 --batch $F32 \
+      --config.precision=tensorfloat32 "${BENCH[@]}"
 fi
 
 if want study; then

@@ -151,7 +151,8 @@ def main(argv) -> int:
     print(f"XLA_FLAGS       {os.environ.get('XLA_FLAGS', '')}")
     print(f"GLIBC_TUNABLES  {os.environ.get('GLIBC_TUNABLES', '')}")
     print(f"config          {config_flags.get_config_filename(FLAGS['config'])}, "
-          f"{FLAGS.steps} timed steps")
+          f"{FLAGS.steps} timed steps, matmul/convolution precision "
+          f"{FLAGS.config.precision} (--config.precision)")
     print("| dtype | batch | augment | trace | compile | train images/s | inference images/s | GFLOP/image "
           "(XLA) | GFLOP/s | XLA plan | peak memory |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
