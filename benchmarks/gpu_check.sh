@@ -72,7 +72,8 @@ TAIL=20 step env 90 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_ver
   --format=csv 2>&1; nproc; $PY -c '$VERSIONS'; $PY -c '$IMPORTS'"
 if [ "$SMOKE" = smoke ]; then
   BENCH=(--config=configs/demo.py --steps 1) F32=2,4 BF16=2
-  DEMO=(--config.num_epochs=1 --config.synthetic.train=60 --config.synthetic.val=20)
+  DEMO=(--config.num_epochs=1 --config.synthetic.train=60 --config.synthetic.val=20
+        --config.precise_bn.batch_size=8)
   SYN=(--train 60 --val 20 --size 96) PREP=(--size 64 --test-size 10)
   BASE=(--config.model.input_size=64 --config.model.features=16 --config.model.mid_features=8
         --config.model.stem_features=16 --config.model.depth=2 --config.num_epochs=2)
@@ -112,7 +113,7 @@ if want bench; then
   # config.precision: the float32 rows above run at full float32 (the thesis' numerics);
   # TF32 is what JAX would pick on its own on this GPU.
   step bench_tf32 150 $PY -m benchmarks.train_step --dtype float32 --batch $F32 \
-      --config.precision=tensorfloat32 "${BENCH[@]}"
+      "${BENCH[@]}" --config.precision=tensorfloat32
 fi
 
 if want study; then
