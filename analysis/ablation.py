@@ -4,6 +4,8 @@ hourglass skip connections, scored per sample, and its report (Figs. 13, 14): wh
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 
@@ -14,9 +16,11 @@ from shg_jax import data, pck, placement
 from shg_jax.progress import Progress
 
 
+@functools.cache
 def ablation_function(steps):
     """jitted (state, batch) -> per-sample PCK with skips, without, has-annotation mask,
-    and both predictions (B, H, W, J)."""
+    and both predictions (B, H, W, J); one per Steps, so the scoring pass and the grid
+    share its compiled program."""
     def fn(state, batch):
         model = steps.eval_model(state)
         images = steps.inputs(batch["images"])

@@ -20,7 +20,7 @@ import sys
 from analysis import comparison
 from analysis.common import add_kmeans_arguments, check_ks
 from shg_jax import cli, data
-from shg_jax.runs import open_run
+from shg_jax.runs import checkpoint_label, open_run
 
 def parse_args(argv=None):
     p = cli.parser("python -m analysis.compare", __doc__,
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         config, steps, state, record = open_run(workdir, args.checkpoint, args.data_dir)
         latent_split = data.Split(config.data_dir, args.latent_split)
         check_ks(args.ks, len(latent_split), f"the {args.latent_split} split of {workdir}")
-        name = f"{workdir} ({cli.checkpoint_label(workdir, args.checkpoint, record)})"
+        name = f"{workdir} ({checkpoint_label(workdir, args.checkpoint, record)})"
         runs.append((name, workdir, config, steps, state, record, latent_split))
     report, table, needed = comparison.compare(
         runs, out, split=args.split, latent_split_name=args.latent_split,

@@ -33,6 +33,7 @@ from analysis.study import (DEFAULT_SUBSETS, SUBSETS, THESIS_CODE_COMPONENTS,
 from shg_jax import cli
 from shg_jax.latents import extract
 from shg_jax.models import CODE_LAYER, latent_layer, latent_layers, latent_shape
+from shg_jax.runs import checkpoint_label
 
 
 def parse_components(spec: str) -> list[int | str]:
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
     components = args.components or default_components(args.layer, dimension)
     check_components(components, dimension)
     check_ks(args.ks, len(split), f"the {args.split} split")
-    label = cli.checkpoint_label(args.workdir, args.checkpoint, record)
+    label = checkpoint_label(args.workdir, args.checkpoint, record)
     report = Report(args.out, f"Latent space: {args.workdir} ({label}, epoch "
                               f"{record.epoch}), {args.split} split, layer {args.layer}")
     settings = StudySettings(components=tuple(components), ks=tuple(args.ks),

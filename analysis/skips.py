@@ -22,6 +22,7 @@ from analysis import ablation
 from analysis.common import add_run_arguments, open_run_split
 from analysis.report import Report
 from shg_jax import cli
+from shg_jax.runs import checkpoint_label
 
 
 @cli.command
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     config, steps, state, record, split = open_run_split(args)
     res = ablation.run_ablation(steps, state, split, args.batch_size, args.limit)
-    label = cli.checkpoint_label(args.workdir, args.checkpoint, record)
+    label = checkpoint_label(args.workdir, args.checkpoint, record)
     report = Report(args.out, f"Skip-connection ablation: {args.workdir} ({label}, "
                               f"epoch {record.epoch}), {args.split} split")
     summary = ablation.write_report(report, res, steps, state, split, grid=args.grid,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import pathlib
 import re
 import sys
 
@@ -100,16 +99,6 @@ def add_decode_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --flip: heatmap cells the flipped-back maps move right "
                         "(default: the run's config.decode.flip_shift, or derived from the "
                         "training labels: shg_jax.heatmap.flip_shift)")
-
-
-def checkpoint_label(path, checkpoint: str | None, record) -> str:
-    """How a command names the checkpoint it opened: the name asked for, "best" by
-    default, or "step N" for a checkpoint folder (shg_jax.runs.locate)."""
-    if checkpoint:
-        return checkpoint
-    path = pathlib.Path(path)
-    return (f"step{record.global_step}" if path.parent.name == "checkpoints"
-            and path.name.isdigit() else "best")
 
 
 def decode_overrides(args: argparse.Namespace) -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 from shg_jax import augment, cli, data, fileio
 from shg_jax.coco_ap import evaluate_coco_ap, evaluate_person_boxes
 from shg_jax.evaluation import evaluate_split, format_table
-from shg_jax.runs import open_run, workdir_of
+from shg_jax.runs import checkpoint_label, open_run, workdir_of
 
 
 @cli.command
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
                 "as they are: drop --coco-ap/--person-boxes")
     config, steps, state, record = open_run(args.workdir, args.checkpoint, args.data_dir,
                                             **cli.decode_overrides(args))
-    label = cli.checkpoint_label(args.workdir, args.checkpoint, record)
+    label = checkpoint_label(args.workdir, args.checkpoint, record)
     split = data.Split(config.data_dir, args.split)
     batch_size = args.batch_size or config.eval_batch_size
     coco = evaluate_coco_ap(steps, state, split, batch_size) if args.coco_ap else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from typing import Any, Iterator, Protocol
+from typing import Any, Generator, Protocol
 
 import jax
 import ml_collections
@@ -53,7 +53,8 @@ class Stage(Protocol):
 
     def begin_epoch(self, state, epoch: int) -> Any: ...
 
-    def batches(self, epoch: int, start_step: int) -> Iterator: ...
+    def batches(self, epoch: int, start_step: int) -> Generator:
+        """The epoch's batches from `start_step`; closed when the epoch stops early."""
 
     def train_step(self, state, batch) -> tuple[Any, jax.Array]: ...
 
@@ -86,15 +87,15 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir, *,
         record = RunRecord(config=config_json(config))
         state = stage.start(state)
     else:
-        state = stage.resume(state, record)
+        state = stage.resume(state, record)      # reads the run's config as it was
+        record.config = config_json(config)      # then the fields allowed to change
         log(f"resuming {workdir} at {stage.name} {record.epoch + 1}, step "
             f"{record.step_in_epoch} (global step {global_step(state)})")
-    record.config = config_json(config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         fileio.write_json(workdir / "config.json", record.config)
 
-    def save(metrics=None):
+    def save(state, metrics=None):
         record.global_step = global_step(state)
         for name, value in stage.record_fields().items():
             setattr(record, name, value)
@@ -108,14 +109,14 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir, *,
                 state = _train_epoch(stage, state, record, config, logger, profiler,
                                      interrupted)
                 if interrupted["stop"]:
-                    save()
+                    save(state)
                     ckpts.wait()
                     log(f"saved a checkpoint at {stage.name} {record.epoch + 1}, step "
                         f"{record.step_in_epoch}; rerun the same command to resume")
                     return {"history": record.history, "interrupted": True, "state": state}
                 state = _end_epoch(stage, state, record, logger)
-                save({k: v for k, v in record.history[-1].items() if k in
-                      {BEST[b][0] for b in stage.best}})
+                save(state, {k: v for k, v in record.history[-1].items() if k in
+                             {BEST[b][0] for b in stage.best}})
     finally:
         if profiler is not None:
             profiler.close()
@@ -168,9 +169,7 @@ def _train_epoch(stage: Stage, state, record: RunRecord, config, logger, profile
             if interrupted["stop"]:
                 break
     finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
+        batches.close()
         progress.close()
     return state
 

@@ -47,7 +47,7 @@ from shg_jax import cli, coco_eval, data, fileio, topdown
 from shg_jax import crop as cropping
 from shg_jax.draw import draw_skeleton
 from shg_jax.errors import UserError
-from shg_jax.runs import open_run
+from shg_jax.runs import checkpoint_label, open_run
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
                         "people": [p.to_json() for p in people]})
         print(f"{job.path}: {len(people)} person(s) -> {pictures[job.path]}")
     fileio.write_json(json_path, {"workdir": str(args.workdir),
-                                  "checkpoint": cli.checkpoint_label(args.workdir,
+                                  "checkpoint": checkpoint_label(args.workdir,
                                                                      args.checkpoint, record),
                                   "epoch": record.epoch,
                                   "crop_mode": crop_mode,

@@ -41,14 +41,22 @@ def workdir_of(path) -> pathlib.Path:
     return path
 
 
-def locate(path, checkpoint: str | None = None) -> tuple[pathlib.Path, int]:
-    """(workdir, step) of a run's checkpoint: `path` is a workdir (`checkpoint`, default
-    "best", picks one of its checkpoints) or one checkpoint folder WORKDIR/checkpoints/STEP
-    (then `checkpoint` must be None or name that same folder)."""
+def checkpoint_label(path, checkpoint: str | None, record: RunRecord) -> str:
+    """How a command names the checkpoint it opened: the name asked for, "best" by
+    default, or "stepN" for a checkpoint folder (`locate`)."""
+    if checkpoint:
+        return checkpoint
+    return f"step{record.global_step}" if is_checkpoint_folder(path) else "best"
+
+
+def locate(path, checkpoint: str | None = None) -> tuple[Checkpoints, int]:
+    """(the run's checkpoints, step) of a run's checkpoint: `path` is a workdir
+    (`checkpoint`, default "best", picks one of its checkpoints) or one checkpoint folder
+    WORKDIR/checkpoints/STEP (then `checkpoint` must be None or name that same folder)."""
     path, workdir = pathlib.Path(path), workdir_of(path)
+    ckpts = Checkpoints(workdir, read_only=True)
     if is_checkpoint_folder(path):
         step = int(path.name)
-        ckpts = Checkpoints(workdir, read_only=True)
         if step not in ckpts.steps():
             raise CheckpointError(f"{path} is not a checkpoint of {workdir} (its checkpoints: "
                                   f"steps {ckpts.steps()})")
@@ -56,8 +64,8 @@ def locate(path, checkpoint: str | None = None) -> tuple[pathlib.Path, int]:
             raise CheckpointError(f"--checkpoint {checkpoint} names another checkpoint than "
                                   f"the folder {path}: give the workdir {workdir} with "
                                   f"--checkpoint, or the folder alone")
-        return workdir, step
-    return workdir, Checkpoints(workdir, read_only=True).find(checkpoint or "best")
+        return ckpts, step
+    return ckpts, ckpts.find(checkpoint or "best")
 
 
 def open_run(path, checkpoint: str | None = None, data_dir=None, *,
@@ -66,8 +74,7 @@ def open_run(path, checkpoint: str | None = None, data_dir=None, *,
     """A trained run's checkpoint (see `locate`), ready to evaluate, predict or analyse.
     `data_dir` replaces the run's; `flip` / `subpixel` / `flip_shift` override its
     config.decode (None keeps it). The mean RGB and label offset come from the record."""
-    workdir, step = locate(path, checkpoint)
-    ckpts = Checkpoints(workdir, read_only=True)
+    ckpts, step = locate(path, checkpoint)
     record = ckpts.record(step)
     config = ml_collections.ConfigDict(record.config)
     if data_dir:
