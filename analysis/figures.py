@@ -80,7 +80,9 @@ def image_grid(rows: list[list[np.ndarray]], row_labels: list[str], col_labels: 
             if j == 0 and i < len(row_labels):
                 ax.set_ylabel(row_labels[i], fontsize=8)
     if title:
-        fig.suptitle(title)
+        height = cell * n_rows + 0.6
+        fig.subplots_adjust(top=1 - 0.45 / height)        # the title just above the grid
+        fig.suptitle(title, y=1 - 0.1 / height)
     return fig
 
 
@@ -140,4 +142,86 @@ def pck_histograms(with_skips: np.ndarray, without: np.ndarray) -> Figure:
         ax.axvline(values.mean(), color="k", ls="--")
         ax.set(xlabel="per-sample PCK", title=f"{name}: mean {values.mean():.3f}")
     fig.axes[0].set_ylabel("samples")
+    return fig
+
+
+def matrix(values: np.ndarray, row_labels: list[str], col_labels: list[str], title: str,
+           *, fmt: str = "{:.2f}", symmetric: bool = False) -> Figure:
+    """An annotated table of numbers as colours (sensitivity, correlations, eta^2): rows x
+    columns; `symmetric` centres the colour scale on 0 (signed values). NaN cells blank."""
+    values = np.asarray(values, np.float64)
+    fig = Figure(figsize=(1.0 + 0.55 * len(col_labels), 1.2 + 0.38 * len(row_labels)))
+    ax = fig.subplots()
+    finite = values[np.isfinite(values)]
+    top = float(np.abs(finite).max()) if finite.size else 1.0
+    top = top if top > 0 else 1.0
+    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto",
+                      cmap="RdBu_r" if symmetric else "viridis",
+                      vmin=-top if symmetric else 0.0, vmax=top)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6,
+                    color="k" if symmetric or v > top / 2 else "w")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+def grouped_bars(groups: list[str], series: dict[str, list], title: str, ylabel: str,
+                 *, baselines: dict[str, list] | None = None) -> Figure:
+    """Bars of each series (legend) per group (x axis); None values are left out.
+    `baselines`, per series, draws a black tick at each bar's baseline (e.g. a probe's
+    majority or mean answer)."""
+    fig = Figure(figsize=(max(6.0, 1.1 * len(groups) * max(1, len(series)) / 2), 4))
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(series))
+    for s, (name, values) in enumerate(series.items()):
+        xs = np.arange(len(groups)) + (s - (len(series) - 1) / 2) * width
+        heights = [np.nan if v is None else v for v in values]
+        ax.bar(xs, heights, width, label=name)
+        for x, b in zip(xs, (baselines or {}).get(name, [])):
+            if b is not None:
+                ax.plot([x - width / 2, x + width / 2], [b, b], color="k", lw=1.5)
+    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def profile_bars(profiles: list[dict], names: list[str], title: str, cols: int = 4) -> Figure:
+    """One small bar chart per descriptor in `names`: its mean in each cluster of
+    `profiles` (analysis.profiles.cluster_profiles)."""
+    rows = -(-len(names) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.5 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, name in zip(axes, names):
+        values = [np.nan if p[name] is None else p[name] for p in profiles]
+        ax.bar(range(len(profiles)), values, color=[f"C{c}" for c in range(len(profiles))])
+        ax.set_xticks(range(len(profiles)), [f"{p['cluster']}\n({p['size']})"
+                                             for p in profiles], fontsize=6)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def swap_bars(scores: dict, groups: list[str]) -> Figure:
+    """The latent swap's PCK per joint group: one panel against A's ground truth, one
+    against B's; a bar per decoding (analysis.decoding.swap_scores)."""
+    fig = Figure(figsize=(12, 4))
+    width = 0.8 / len(scores)
+    for ax, who in zip(fig.subplots(1, 2, sharey=True), ("vs A", "vs B")):
+        for s, (name, score) in enumerate(scores.items()):
+            xs = np.arange(len(groups)) + (s - (len(scores) - 1) / 2) * width
+            ax.bar(xs, [np.nan if score[who][g] is None else score[who][g] for g in groups],
+                   width, label=name)
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set(ylim=(0, 1), title=f"PCK against {who[3:]}'s ground truth")
+    fig.axes[0].set_ylabel("PCK")
+    fig.axes[0].legend(fontsize=7)
     return fig

@@ -84,6 +84,9 @@ def parse_args(argv=None):
                         "default: the thesis' " + ",".join(map(str, THESIS_COMPONENTS))
                         + ", and on the autoencoder code its "
                         + ",".join(map(str, THESIS_CODE_COMPONENTS)) + ")")
+    p.add_argument("--swap-pairs", type=cli.whole_number(1), default=512,
+                   help="seeded sample pairs (A, B) of the latent swap: A's latent decoded "
+                        "with B's skip features")
     add_kmeans_arguments(p)
     return p.parse_args(argv)
 
@@ -124,11 +127,14 @@ def main(argv=None) -> int:
     settings = StudySettings(components=tuple(components), ks=tuple(args.ks),
                              n_init=args.n_init, max_iter=args.max_iter,
                              silhouette_sample=args.silhouette_sample, kmeans=args.kmeans,
-                             seed=args.seed)
+                             seed=args.seed, swap_pairs=args.swap_pairs,
+                             batch_size=args.batch_size)
     latents = extract(steps, state, split, args.layer, args.out, batch_size=args.batch_size,
+                      predictions=True,
                       checkpoint={"workdir": str(args.workdir), "step": record.global_step})
     for spec in args.subset or DEFAULT_SUBSETS:
-        analyse_subset(report, latents, spec, steps=steps, split=split, settings=settings)
+        analyse_subset(report, latents, spec, steps=steps, state=state, split=split,
+                       settings=settings)
     print(f"wrote {report.write_index()}")
     return 0
 

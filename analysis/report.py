@@ -16,6 +16,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from shg_jax import fileio  # noqa: E402
 
 
+def _cell(value) -> str:
+    """A table cell: floats to 4 significant digits, None as a dash."""
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 class Report:
     def __init__(self, out_dir, title: str):
         self.dir = pathlib.Path(out_dir)
@@ -50,13 +57,22 @@ class Report:
         return name
 
     def csv(self, header: list, rows: list, name: str, caption: str) -> str:
+        self._write_csv(header, rows, name)
+        self._add("data", name, caption)
+        return name
+
+    def table(self, header: list, rows: list, name: str, caption: str) -> str:
+        """A CSV that the index also shows as a table (short tables: claims, scores)."""
+        self._write_csv(header, rows, name)
+        self._add("table", name, caption, (header, rows))
+        return name
+
+    def _write_csv(self, header: list, rows: list, name: str) -> None:
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(header)
         writer.writerows(rows)
         fileio.write_bytes(self.dir / name, buf.getvalue().encode())
-        self._add("data", name, caption)
-        return name
 
     def write_index(self) -> pathlib.Path:
         esc = html.escape
@@ -71,6 +87,15 @@ class Report:
                 if kind == "figure":
                     parts.append(f"<figure><a href='{esc(name)}'><img src='{esc(name)}'></a>"
                                  f"<figcaption>{esc(caption)}</figcaption></figure>")
+                elif kind == "table":
+                    header, rows = extra
+                    cells = ["<tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in header)
+                             + "</tr>"]
+                    cells += ["<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in row)
+                              + "</tr>" for row in rows]
+                    parts.append(f"<p><a href='{esc(name)}'>{esc(name)}</a>: {esc(caption)}"
+                                 f"</p><table border='1' style='border-collapse:collapse'>"
+                                 f"{''.join(cells)}</table>")
                 else:
                     parts.append(f"<p><a href='{esc(name)}'>{esc(name)}</a>: {esc(caption)}"
                                  "</p>")

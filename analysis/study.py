@@ -7,7 +7,11 @@ heatmap thumbnails: Fig. 16), walks from the mean along chosen components with s
 +-1, 2, 3 sqrt(eigenvalue) and the thesis' negative-only walk, with the nearest real samples
 (Fig. 15), K-Means with the silhouette of each K (Fig. 17), the best K's clusters on the
 shared projection and each cluster on its own standardised 2-D PCA with skeleton thumbnails
-(Figs. 18, 20), and the samples nearest each centroid (Figs. 19, 21).
+(Figs. 18, 20), and the samples nearest each centroid (Figs. 19, 21). Then the
+instruments of analysis.instrument: the walks decoded by the network and each joint's
+sensitivity to each component, the latent swap, the clusters' and components' profiles by
+the annotations with the thesis' claims beside the numbers, and the known generating factors
+(AMI, linear probes) where the data records them.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from analysis import cluster, figures
+from analysis import cluster, figures, instrument
 from analysis import pca as pca_lib
 from analysis.common import gt_overlays, kmeans_sweep
 from analysis.report import Report
 from shg_jax.draw import draw_skeleton
 from shg_jax.heatmap import decode_heatmaps
 from shg_jax.latents import Latents
-from shg_jax.models import CODE_LAYER
+from shg_jax.models import CODE_LAYER, latent_layer
 from shg_jax.progress import timed
 
 WALK_STEPS = (-3, -2, -1, 0, 1, 2, 3)
@@ -49,8 +53,9 @@ DEFAULT_SUBSETS = ("full-annotated", "random:10000", "all")
 
 @dataclasses.dataclass(frozen=True)
 class StudySettings:
-    """What the study varies: the walked components (1-based ints or "last"), and the
-    K-Means sweep (analysis.cluster.sweep) with its seed (also of subsets and samples)."""
+    """What the study varies: the walked components (1-based ints or "last"), the K-Means
+    sweep (analysis.cluster.sweep) with its seed (also of subsets, samples and swap
+    pairs), the latent swap's pairs, and the batch of the decoding passes."""
     components: tuple = THESIS_COMPONENTS
     ks: tuple = tuple(range(2, 11))
     n_init: int = 10
@@ -58,6 +63,8 @@ class StudySettings:
     silhouette_sample: int | None = None
     kmeans: str = "jax"
     seed: int = 0
+    swap_pairs: int = 512
+    batch_size: int = 64
 
 
 def resolve_components(components, dimension: int) -> list[int]:
@@ -96,11 +103,12 @@ def select(latents: Latents, spec: str, seed: int, codec) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
 
 
-def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
+def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, state, split,
                    settings: StudySettings) -> None:
     """The study of one subset (`select`) of `latents`: PCA, walks, the K-Means sweep and
-    the cluster figures, written into `report`. `steps` draws the thumbnails from the
-    crops of `split` (the latents' split)."""
+    the cluster figures, then the instruments (analysis.instrument), written into
+    `report`. `steps` and `state` are the run's model (it decodes walks and swaps and draws
+    the thumbnails from the crops of `split`, the latents' split)."""
     rows = select(latents, spec, settings.seed, steps.codec)
     slug = spec.replace(":", "")
     what = SUBSETS.get(spec, "a seeded random sample")
@@ -136,30 +144,45 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, split,
                  "first_two_explain": float(cum[1])},
                 f"{slug}-pca.json", "PCA summary (thesis_index_for: the thesis' 0-based "
                 "argmax, i.e. components_for - 1; its 541 = 542 components)", summary=counts)
-    coords = pca.project(x, 2)
+    coords = pca.project(x, min(x.shape[1], max(instrument.PROBE_COMPONENTS
+                                                 + (instrument.PROFILE_COMPONENTS, 2))))
     shown = np.sort(np.random.default_rng(settings.seed).choice(len(rows), min(40, len(rows)),
                                                             replace=False))
-    report.figure(figures.projection_with_thumbnails(coords, thumbs(shown), list(shown),
+    report.figure(figures.projection_with_thumbnails(coords[:, :2], thumbs(shown),
+                                                     list(shown),
                                                      float(cum[1])),
                   f"{slug}-pca_projection.png",
                   "the first two components with ground-truth heatmap thumbnails (Fig. 16)")
     # Component walks: +-1..3 sqrt(lambda), then the thesis' negative-only walk
     comps = resolve_components(settings.components, x.shape[1])
     with timed(f"{spec}: component walks"):
-        _walks(report, pca, x, sub, comps, slug, thumbs)
+        nearest = _walks(report, pca, x, sub, comps, slug, thumbs)
     # K-Means and silhouette
     sweep = kmeans_sweep(x, settings, report.dir / "kmeans" / slug)
     report.figure(figures.silhouette_curve(sweep.ks, sweep.silhouettes, sweep.best_k,
                                            sweep.silhouette_sample, len(rows)),
                   f"{slug}-silhouette.png", "silhouette score per K (Fig. 17)")
     with timed(f"{spec}: cluster figures"):
-        _cluster_figures(report, x, coords, sweep, sub, slug, thumbs, skeletons, settings.seed)
+        _cluster_figures(report, x, coords[:, :2], sweep, sub, slug, thumbs, skeletons,
+                         settings.seed)
+    view = instrument.SubsetView(report, slug, sub, pca, coords, sweep, steps, state,
+                                 latent_layer(latents.meta["layer"]), split, settings.seed, settings.batch_size)
+    with timed(f"{spec}: decoded walks"):
+        movement = instrument.decoded_walks(view, comps, WALK_STEPS, nearest)
+    with timed(f"{spec}: latent swap"):
+        instrument.latent_swap(view, settings.swap_pairs)
+    with timed(f"{spec}: profiles and claims"):
+        instrument.annotation_profiles(view, movement)
+    with timed(f"{spec}: known factors"):
+        instrument.known_factors(view)
 
 
 def _walks(report: Report, pca, x: np.ndarray, sub: Latents, comps: list[int], slug: str,
-           thumbs) -> None:
+           thumbs) -> dict[int, list[int]]:
     """The walks from the mean along components `comps` (+-1..3 sqrt(lambda), then the
-    thesis' negative-only walk): the nearest real samples, as figures and JSON."""
+    thesis' negative-only walk): the nearest real samples, as figures and JSON. -> the
+    first walk's nearest samples (rows of `sub`) per component."""
+    first = None
     for name, walk_steps, what in (
             ("pca_walks", WALK_STEPS, "walks from the mean along components (Fig. 15)"),
             ("pca_walks_negative", NEGATIVE_WALK_STEPS,
@@ -168,7 +191,8 @@ def _walks(report: Report, pca, x: np.ndarray, sub: Latents, comps: list[int], s
         for c in comps:
             nearest = pca_lib.walk_targets(pca, x, c - 1, walk_steps)
             walks[c] = [{"step": k, "row": int(sub.index[i]), "image_id": int(sub.image_id[i]),
-                         "ann_id": int(sub.ann_id[i])} for k, i in zip(walk_steps, nearest)]
+                         "ann_id": int(sub.ann_id[i]), "subset_row": int(i)}
+                        for k, i in zip(walk_steps, nearest)]
             grid.append(thumbs(nearest))
         report.figure(figures.image_grid(grid, [f"PC {c}" for c in comps],
                                          [f"{k:+g} sqrt(lambda)" if k else "mean"
@@ -176,6 +200,8 @@ def _walks(report: Report, pca, x: np.ndarray, sub: Latents, comps: list[int], s
                                          "nearest real samples along principal components"),
                       f"{slug}-{name}.png", what)
         report.json(walks, f"{slug}-{name}.json", "the samples of the walks")
+        first = first or {c: [w["subset_row"] for w in walks[c]] for c in comps}
+    return first
 
 
 def _cluster_figures(report: Report, x: np.ndarray, coords: np.ndarray, sweep, sub: Latents,

@@ -50,11 +50,11 @@ def _write_shard(job: tuple) -> int:
     arrays = {key: [] for key in shards.ARRAYS}
     for copy in np.unique(rows // n):
         mine = rows[rows // n == copy] % n
-        batch = split.gather(mine)
-        images, keypoints = variant(batch["images"], batch["keypoints"], int(copy), copies)
-        for key, value in (("images", images), ("keypoints", keypoints),
-                           ("image_id", batch["image_id"]), ("ann_id", batch["ann_id"])):
-            arrays[key].append(value)
+        batch = split.gather(mine, shards.ARRAYS)
+        batch["images"], batch["keypoints"] = variant(batch["images"], batch["keypoints"],
+                                                      int(copy), copies)
+        for key in arrays:
+            arrays[key].append(batch[key])
     folder = pathlib.Path(out) / "train" / shards.shard_name(index)
     folder.mkdir()
     for key, parts in arrays.items():

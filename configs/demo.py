@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
                                                       image_size=128, crop_mode="thesis"))
     # The folder's version names the data's recipe (figures, their lighting, their number,
     # what meta.json records): a new recipe gets a new folder, never an old cache.
-    config.data_dir = os.path.join(CACHE, "synthetic-demo-v6")
+    config.data_dir = os.path.join(CACHE, "synthetic-demo-v7")
     config.model.update(dict(input_size=128, features=64, mid_features=32, stem_features=32,
                              depth=3, residual_skip="identity", head="newell"))
     config.heatmap.style = "newell"

@@ -14,6 +14,11 @@ byte-identical for any worker count. Each shard is written under a temporary nam
 renamed; each split's meta.json follows its last shard and the top-level meta.json comes last.
 A rerun resumes a killed run from its last complete shard, does nothing on a complete output,
 and starts over with --overwrite.
+
+Besides the crop, each row keeps where it came from (the COCO bbox, the photo's size) and,
+when the annotations have a `factors` field ({"name": number or class name}, as the
+synthetic data records how each figure was drawn), one array per factor; data without the
+field gets none.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class Person:
     ann_id: int
     keypoints: np.ndarray            # (17, 3) image pixels
     box: cropping.CropBox
+    bbox: tuple = (0.0, 0.0, 0.0, 0.0)   # the annotation's COCO bbox (x, y, w, h)
+    factors: dict = dataclasses.field(default_factory=dict)   # its `factors` field, if any
 
 
 @dataclasses.dataclass
@@ -53,6 +60,7 @@ class ImageTask:
     path: str
     image_id: int
     persons: list                    # of Person, in annotation-id order
+    photo_size: tuple = (0, 0)       # width, height from the annotation file
 
 
 @dataclasses.dataclass
@@ -124,8 +132,15 @@ def plan_source(root: pathlib.Path, source: str, crop_mode: str, limit: int | No
             except cropping.CropError as e:
                 drops[e.reason] += 1
                 continue
-            persons.append(Person(ann["id"], kps, box))
-        task = ImageTask(str(root / source / info["file_name"]), image_id, persons)
+            factors = ann.get(shards.FACTORS_FIELD) or {}
+            if not isinstance(factors, dict) or not all(
+                    isinstance(v, (str, int, float)) for v in factors.values()):
+                raise InputError(f"{annotation_path(root, source)}: annotation {ann['id']} "
+                                 f"has a {shards.FACTORS_FIELD!r} field that is not "
+                                 f"{{name: number or class name}}; fix or remove it")
+            persons.append(Person(ann["id"], kps, box, tuple(ann["bbox"]), factors))
+        task = ImageTask(str(root / source / info["file_name"]), image_id, persons,
+                         (info["width"], info["height"]))
         planned.append((task, len(anns), with_kps, drops))
     return planned
 
@@ -178,7 +193,8 @@ def plan_splits(root: pathlib.Path, crop_mode: str, test_size: int, seed: int,
 
 def process_image(task: ImageTask, size: int):
     """Decodes one image and crops its persons -> (crops, error); crops are tuples
-    (image uint8 (S, S, 3), keypoints float32 (17, 3), image_id, ann_id)."""
+    (image uint8 (S, S, 3), keypoints float32 (17, 3), image_id, ann_id, COCO bbox,
+    photo size, factors dict)."""
     try:
         with Image.open(task.path) as im:
             im.load()
@@ -186,7 +202,33 @@ def process_image(task: ImageTask, size: int):
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         return [], f"{type(e).__name__}: {e}"
     return [(p.box.crop(photo, size), p.box.to_crop(p.keypoints, size),
-             task.image_id, p.ann_id) for p in task.persons], None
+             task.image_id, p.ann_id, p.bbox, task.photo_size, p.factors)
+            for p in task.persons], None
+
+
+def factor_schema(plans: dict) -> dict:
+    """{factor name: sorted class names, or None when every value is a number} over the
+    `factors` fields of every planned person: the same codes in every split."""
+    values: dict = collections.defaultdict(set)
+    for plan in plans.values():
+        for task in plan.tasks:
+            for p in task.persons:
+                for name, value in p.factors.items():
+                    values[name].add(value)
+    return {name: (None if all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                               for v in vs) else sorted(map(str, vs)))
+            for name, vs in sorted(values.items())}
+
+
+def factor_values(factors: dict, schema: dict) -> dict:
+    """One person's factors as numbers: a class factor as its class index; NaN where the
+    person lacks the factor."""
+    out = {}
+    for name, classes in schema.items():
+        value = factors.get(name)
+        out[name] = (np.nan if value is None
+                     else float(value) if classes is None else classes.index(str(value)))
+    return out
 
 
 def _process(args):
@@ -225,28 +267,37 @@ def resume_state(split_dir: pathlib.Path) -> WriterState:
     return state
 
 
-def write_shard(split_dir: pathlib.Path, crops: list, state: WriterState) -> None:
+def write_shard(split_dir: pathlib.Path, crops: list, state: WriterState,
+                schema: dict) -> None:
+    """Writes `crops` (process_image's tuples) as the split's next shard, with the factor
+    arrays of `schema` (factor_schema)."""
     name = shards.shard_name(len(state.shards))
     final = split_dir / name
     tmp = fileio.tmp_name(final)
     columns = list(zip(*crops))
     arrays = dict(images=np.stack(columns[0]), keypoints=np.stack(columns[1]),
                   image_id=np.asarray(columns[2], np.int64),
-                  ann_id=np.asarray(columns[3], np.int64))
+                  ann_id=np.asarray(columns[3], np.int64),
+                  box=np.asarray(columns[4], np.float32).reshape(-1, 4),
+                  photo_size=np.asarray(columns[5], np.int32).reshape(-1, 2))
+    values = [factor_values(f, schema) for f in columns[6]]
+    for factor in schema:
+        arrays[shards.factor_key(factor)] = np.asarray([v[factor] for v in values],
+                                                       np.float32)
     channel_sums = arrays["images"].sum(axis=(0, 1, 2), dtype=np.uint64).tolist()
     state.rgb_sum = [a + int(b) for a, b in zip(state.rgb_sum, channel_sums)]
     state.pixels += int(np.prod(arrays["images"].shape[:3]))
     state.shards.append({"name": name, "count": len(crops)})
     with fileio.cleaned_up(final, tmp):
         tmp.mkdir(parents=True)
-        for key in shards.ARRAYS:
-            np.save(tmp / f"{key}.npy", arrays[key])
+        for key, array in arrays.items():
+            np.save(tmp / f"{key}.npy", array)
         fileio.write_json(tmp / shards.PROGRESS, dataclasses.asdict(state))
         os.replace(tmp, final)
 
 
 def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
-                  shard_size: int, pool) -> dict:
+                  shard_size: int, pool, schema: dict) -> dict:
     split_dir = out / name
     split_dir.mkdir(parents=True, exist_ok=True)
     state = resume_state(split_dir)
@@ -268,12 +319,12 @@ def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
                                          "error": error})
             pending.extend(crops)
             if len(pending) >= shard_size:
-                write_shard(split_dir, pending, state)
+                write_shard(split_dir, pending, state, schema)
                 pending = []
             progress.update(1, count=len(crops))
         if pending or not state.shards:
             if pending:
-                write_shard(split_dir, pending, state)
+                write_shard(split_dir, pending, state, schema)
     dropped = collections.Counter(plan.dropped)
     dropped.update(state.dropped)
     mean = [s / (255.0 * state.pixels) if state.pixels else None for s in state.rgb_sum]
@@ -289,7 +340,7 @@ def prepare_split(name: str, plan: SplitPlan, out: pathlib.Path, *, size: int,
                 unreadable_images=state.unreadable, images=len(plan.tasks),
                 mean_rgb=mean,
                 label_offset_x=float(offsets.mean()) if len(offsets) else 0.0,
-                format_version=shards.FORMAT_VERSION)
+                factors=schema, format_version=shards.FORMAT_VERSION)
     fileio.write_json(split_dir / shards.META, meta)
     return meta
 
@@ -341,7 +392,8 @@ def prepare(coco_root, out, *, crop_mode: str = "thesis", size: int = 256,
                     metas[name] = json.load(f)
                 continue
             metas[name] = prepare_split(name, plans[name], out, size=size,
-                                        shard_size=shard_size, pool=pool)
+                                        shard_size=shard_size, pool=pool,
+                                        schema=factor_schema(plans))
     finally:
         if pool:
             pool.terminate()

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from shg_jax import fileio
+from shg_jax.shards import FACTORS_FIELD
 from shg_jax.progress import Progress
 from shg_jax.skeleton import JOINT_NAMES, SKELETON
 
@@ -40,6 +41,11 @@ _HEAD = {0: (0.0, -0.43), 1: (0.028, -0.45), 2: (-0.028, -0.45), 3: (0.065, -0.4
 _SHOULDER_X, _SHOULDER_Y, _HIP_X = 0.13, -0.33, 0.085
 _UPPER_ARM, _FOREARM, _THIGH, _SHIN = 0.16, 0.14, 0.23, 0.23
 POSES = ("standing", "walking", "arms_up", "waving", "sitting", "free")
+#: How each annotated figure was drawn, recorded in its annotation's `factors` field: the
+#: pose class (POSES), its lit side ("left"/"right", the figure's own), its height as a
+#: fraction of the photo's, its tilt in degrees, and how many of its joints are occluded
+#: (v=1). The study checks whether a model's latent carries them.
+FACTORS = ("pose", "lit_side", "height", "tilt", "occluded")
 
 
 def _pose_angles(pose: str, rng: np.random.Generator) -> dict:
@@ -133,9 +139,10 @@ def _limb(draw, p, q, fill, width: int) -> None:
         draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
 
 
-def _draw_figure(draws, joints: np.ndarray, height: float, rng: np.random.Generator) -> None:
+def _draw_figure(draws, joints: np.ndarray, height: float, rng: np.random.Generator) -> str:
     """Draws limbs, torso and head on every ImageDraw in `draws` ((draw, colour|None) pairs:
-    None draws with the figure's colours; a fixed colour draws a mask)."""
+    None draws with the figure's colours; a fixed colour draws a mask). -> the figure's lit
+    side, "left" or "right" (its own left and right)."""
     width = max(2, int(height * rng.uniform(0.035, 0.07)))
     body = tuple(int(c) for c in rng.integers(0, 256, 3))
     skin = tuple(int(c) for c in rng.integers(60, 256, 3))
@@ -148,6 +155,7 @@ def _draw_figure(draws, joints: np.ndarray, height: float, rng: np.random.Genera
     # same val figures lit from the other side).
     dark, bright = rng.uniform(0.65, 0.85), rng.uniform(1.0, 1.2)
     left, right = (dark, bright) if rng.random() < 0.5 else (bright, dark)
+    lit = "left" if left > right else "right"
     head_r = height * 0.065
     cx, cy = joints[0]
     torso = [tuple(joints[k]) for k in (5, 6, 12, 11)]
@@ -179,10 +187,12 @@ def _draw_figure(draws, joints: np.ndarray, height: float, rng: np.random.Genera
                 x, y = joints[k]
                 draw.ellipse((x - e, y - e, x + e, y + e), fill=(20, 20, 20))
             draw.ellipse((cx - e, cy - e, cx + e, cy + e), fill=_shade(skin, 0.6))
+    return lit
 
 
 def synth_image(rng: np.random.Generator, size: int):
-    """One image and its persons: (PIL image, [(keypoints (17, 3), bbox, labelled: bool)])."""
+    """One image and its persons: (PIL image, [(keypoints (17, 3), bbox, factors)]), factors
+    being how an annotated figure was drawn (`FACTORS`), None for the unannotated one."""
     width = size
     height = int(size * rng.uniform(0.7, 1.0))
     if rng.random() < 0.5:
@@ -190,22 +200,27 @@ def synth_image(rng: np.random.Generator, size: int):
     img = _background(rng, width, height)
     draw = ImageDraw.Draw(img)
     n = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
-    people, masks = [], []
+    people, masks, drawn = [], [], []
     for _ in range(n):
-        h = rng.uniform(0.45, 0.95) * height
-        joints = figure_joints(str(rng.choice(POSES)), rng)
-        tilt = math.radians(rng.uniform(-15, 15))
+        relative_height = rng.uniform(0.45, 0.95)
+        h = relative_height * height
+        pose = str(rng.choice(POSES))
+        joints = figure_joints(pose, rng)
+        degrees = rng.uniform(-15, 15)
+        tilt = math.radians(degrees)
         rot = np.array([[math.cos(tilt), -math.sin(tilt)], [math.sin(tilt), math.cos(tilt)]])
         centre = np.array([rng.uniform(0.15, 0.85) * width,
                            rng.uniform(0.45, 0.7) * height])
         joints = joints @ rot.T * h + centre
         mask = Image.new("L", (width, height), 0)
         state = rng.bit_generator.state
-        _draw_figure([(draw, None)], joints, h, rng)
+        lit = _draw_figure([(draw, None)], joints, h, rng)
         rng.bit_generator.state = state                          # same widths for the mask
         _draw_figure([(ImageDraw.Draw(mask), 255)], joints, h, rng)
         people.append(joints)
         masks.append(np.asarray(mask) > 0)
+        drawn.append({"pose": pose, "lit_side": lit, "height": round(float(relative_height), 4),
+                      "tilt": round(float(degrees), 3)})
     occluders = np.zeros((height, width), bool)
     if rng.random() < 0.35:                                      # something in front
         ow, oh = rng.uniform(0.1, 0.35) * width, rng.uniform(0.1, 0.35) * height
@@ -227,7 +242,8 @@ def synth_image(rng: np.random.Generator, size: int):
         ys, xs = np.nonzero(masks[i])
         bbox = ([float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                  float(ys.max() - ys.min() + 1)] if len(xs) else [0.0, 0.0, 0.0, 0.0])
-        persons.append((kps, bbox, True))
+        factors = dict(drawn[i], occluded=int((kps[:, 2] == 1).sum()))
+        persons.append((kps, bbox, factors))
     if rng.random() < 0.15:                                      # unannotated, far away
         h = rng.uniform(0.08, 0.15) * height
         joints = figure_joints("standing", rng) * h + (rng.uniform(0, width),
@@ -235,7 +251,7 @@ def synth_image(rng: np.random.Generator, size: int):
         _draw_figure([(draw, None)], joints, h, rng)
         lo, hi = joints.min(axis=0), joints.max(axis=0)
         persons.append((np.zeros((17, 3)), [float(lo[0]), float(lo[1]),
-                                            float(hi[0] - lo[0]), float(hi[1] - lo[1])], False))
+                                            float(hi[0] - lo[0]), float(hi[1] - lo[1])], None))
     return img, persons
 
 
@@ -254,12 +270,13 @@ def write_split(out: pathlib.Path, source: str, count: int, seed: int, size: int
             fileio.write_bytes(folder / name, _jpeg(img))
             images.append(dict(id=image_id, file_name=name, width=img.width,
                                height=img.height, license=0))
-            for kps, bbox, _ in persons:
+            for kps, bbox, factors in persons:
                 annotations.append(dict(
                     id=first_image_id * 10 + len(annotations), image_id=image_id,
                     category_id=1, iscrowd=0, bbox=bbox, area=bbox[2] * bbox[3],
                     keypoints=[int(v) for v in kps.reshape(-1)],
-                    num_keypoints=int((kps[:, 2] > 0).sum()), segmentation=[]))
+                    num_keypoints=int((kps[:, 2] > 0).sum()), segmentation=[],
+                    **({FACTORS_FIELD: factors} if factors else {})))
             progress.update()
     coco = dict(
         info=dict(description="shg-jax synthetic person keypoints", version="1.0"),

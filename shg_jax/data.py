@@ -63,8 +63,13 @@ class Split:
             raise DataError(f"split {name!r} missing in {data_dir}; "
                             + _prepare_hint(data_dir)) from None
         self.image_size = int(self.meta_all["image_size"])
+        #: {factor name: its class names, or None for a number}: what the annotations
+        #: carried in their `factors` field (synthetic data), in the shards as factor arrays.
+        self.factors = dict(self.meta.get("factors", {}))
+        self.keys = shards.ARRAYS + tuple(map(shards.factor_key, self.factors))
         self.shards = [self._open_shard(s) for s in self.meta["shards"]] or [
-            shards.empty_arrays(self.image_size)]
+            dict(shards.empty_arrays(self.image_size),
+                 **{k: np.zeros(0, np.float32) for k in self.keys[len(shards.ARRAYS):]})]
         counts = [len(s["image_id"]) for s in self.shards]
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         if self.offsets[-1] != self.meta["count"]:
@@ -79,7 +84,7 @@ class Split:
         and the data's crop size, so a truncated or damaged file is named here, before
         training starts, not met as a crash in the middle of an epoch."""
         arrays = {}
-        for key in shards.ARRAYS:
+        for key in self.keys:
             path = self.dir / entry["name"] / f"{key}.npy"
             try:
                 array = np.load(path, mmap_mode="r")
@@ -109,17 +114,18 @@ class Split:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Rows `indices` (any order, repeats allowed) -> dict of arrays in that order."""
+    def gather(self, indices: np.ndarray, keys=shards.CROP_ARRAYS) -> dict[str, np.ndarray]:
+        """Rows `indices` (any order, repeats allowed) -> dict of arrays `keys` (of
+        `self.keys`; by default what a batch needs) in that order, and "index"."""
         indices = np.asarray(indices, np.int64)
         out = {key: np.empty((len(indices),) + self.shards[0][key].shape[1:],
-                             self.shards[0][key].dtype) for key in shards.ARRAYS}
+                             self.shards[0][key].dtype) for key in keys}
         shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
         for s in np.unique(shard_of):
             rows = np.nonzero(shard_of == s)[0]
             local = indices[rows] - self.offsets[s]
             order = np.argsort(local, kind="stable")        # sequential reads from the file
-            for key in shards.ARRAYS:
+            for key in keys:
                 out[key][rows[order]] = self.shards[s][key][local[order]]
         out["index"] = indices
         return out

@@ -3,7 +3,8 @@
 
 One jitted function maps a batch of uint8 crops to the flattened output of the chosen
 bottleneck residual (1-3; the thesis analyses the 3rd: 4x4x256 = 4,096 values) or the
-autoencoder code ('code'). Rows are written into .npy memmaps as batches finish, so a split of
+autoencoder code ('code'), and, for the analyses, decodes that latent on to the heatmaps:
+each sample's predicted joints and PCK come from the same pass. Rows are written into .npy memmaps as batches finish, so a split of
 any size extracts within a fixed memory; the folder is written under a temporary name and
 renamed when complete, and reused when the same checkpoint, split and layer are asked for.
 
@@ -11,6 +12,10 @@ renamed when complete, and reused when the same checkpoint, split and layer are 
                             /image_id.npy ann_id.npy index.npy   int64 (N,)
                             /keypoints.npy  float32 (N, 17, 3) crop pixels
                             /n_labelled.npy int64 (N,) joints with v > 0
+                            /pck.npy        float32 (N,) the thesis' per-sample PCK, NaN
+                                            where no joint is annotated  } with
+                            /predicted.npy  float32 (N, 17, 3) argmax    } predictions
+                                            joints (x, y, peak) in crop pixels
                             /meta.json      checkpoint, split, layer, count, dimension
 
 Extraction runs on one host (several local devices are used through the mesh).
@@ -24,16 +29,19 @@ import os
 import pathlib
 import shutil
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from shg_jax import data, fileio
-from shg_jax import placement
+from shg_jax import data, fileio, pck, placement
 from shg_jax.checkpoint import Checkpoints
 from shg_jax.progress import Progress
 from shg_jax.runs import open_run
 from shg_jax.steps import Steps
 
 COLUMNS = ("image_id", "ann_id", "index", "keypoints", "n_labelled")
+#: What extraction with predictions adds.
+PREDICTION_COLUMNS = ("pck", "predicted")
 
 
 @dataclasses.dataclass
@@ -47,44 +55,65 @@ class Latents:
     keypoints: np.ndarray            # (N, 17, 3)
     n_labelled: np.ndarray
     meta: dict
+    pck: np.ndarray | None = None           # (N,) with predictions, else None
+    predicted: np.ndarray | None = None     # (N, 17, 3)
+
+    @property
+    def _columns(self) -> tuple:
+        return ("latents",) + COLUMNS + (PREDICTION_COLUMNS if self.meta["predictions"]
+                                         else ())
 
     @classmethod
     def load(cls, path) -> "Latents":
         path = pathlib.Path(path)
-        arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in ("latents",) + COLUMNS}
-        return cls(path=path, meta=json.loads((path / "meta.json").read_text()), **arrays)
+        meta = json.loads((path / "meta.json").read_text())
+        keys = ("latents",) + COLUMNS + (PREDICTION_COLUMNS if meta["predictions"] else ())
+        arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in keys}
+        return cls(path=path, meta=meta, **arrays)
 
     def subset(self, rows: np.ndarray) -> "Latents":
         rows = np.asarray(rows)
         return dataclasses.replace(self, **{k: np.asarray(getattr(self, k)[rows])
-                                            for k in ("latents",) + COLUMNS})
+                                            for k in self._columns})
 
 
-def latent_function(steps: Steps, layer):
-    """jitted (state, batch) -> (B, D) float32 latents after bottleneck residual `layer`."""
+def latent_function(steps: Steps, layer, predictions: bool = False):
+    """jitted (state, batch) -> {"latents": (B, D) float32 latents after bottleneck residual
+    `layer`}, with `predictions` also the latent decoded: "pck" (B,) (NaN where no joint is
+    annotated) and "predicted" (B, J, 3) argmax joints (x, y, peak) in crop pixels."""
     def fn(state, batch):
         model = steps.eval_model(state)
-        latent, _ = model.encode(steps.inputs(batch["images"]), layer)
-        return latent.reshape(latent.shape[0], -1).astype(np.float32)
+        latent, skips = model.encode(steps.inputs(batch["images"]), layer)
+        out = {"latents": latent.reshape(latent.shape[0], -1).astype(np.float32)}
+        if predictions:
+            heatmaps = model.decode(latent, skips, layer)
+            correct, annotated = pck.joint_hits(heatmaps,
+                                                steps.codec.targets(batch["keypoints"]))
+            score, has = pck.per_sample_pck(correct, annotated)
+            xy, peak = steps.codec.decode(heatmaps)
+            out["pck"] = jnp.where(has, score, jnp.nan).astype(np.float32)
+            out["predicted"] = jnp.concatenate([xy, peak[..., None]], -1).astype(np.float32)
+        return out
 
     return steps.jit(fn)
 
 
 def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoint: dict,
-            batch_size: int = 64) -> Latents:
-    """Extracts (or reuses) the latents of every sample of `split`.
+            batch_size: int = 64, predictions: bool = False) -> Latents:
+    """Extracts (or reuses) the latents of every sample of `split`, with `predictions`
+    also each sample's predicted joints and PCK (`latent_function`).
 
     `checkpoint` identifies the weights (workdir, kind, step) for the reuse check."""
     final = pathlib.Path(out_dir) / "latents" / f"{split.name}-layer{layer}"
     meta = dict(checkpoint=checkpoint, split=split.name, layer=str(layer), count=len(split),
-                data_dir=str(split.dir.parent.resolve()))
+                data_dir=str(split.dir.parent.resolve()), predictions=predictions)
     if (final / "meta.json").is_file():
-        cached = Latents.load(final)
-        if {k: cached.meta.get(k) for k in meta} == meta:
+        cached = json.loads((final / "meta.json").read_text())
+        if {k: cached.get(k) for k in meta} == meta:
             print(f"reusing latents in {final}")
-            return cached
+            return Latents.load(final)
         shutil.rmtree(final)
-    fn = latent_function(steps, layer)
+    fn = latent_function(steps, layer, predictions)
     fileio.remove_tmp(final.parent)           # what a killed extraction left
     tmp = fileio.tmp_name(final)
     with fileio.cleaned_up(final, tmp):
@@ -119,17 +148,19 @@ def _extract_into(tmp: pathlib.Path, fn, steps: Steps, state, split: data.Split,
     with Progress(data.steps_per_epoch(n, batch_size, train=False), f"latents {split.name}",
                   unit="img") as progress:
         for batch in data.prefetch(batches):
-            out = np.asarray(fn(state, placement.shard_batch(batch, steps.mesh)))
+            out = jax.device_get(fn(state, placement.shard_batch(batch, steps.mesh)))
             valid = batch["valid"]
             if arrays is None:
                 arrays = {k: _allocated(tmp / f"{k}.npy", dtype, (n,) + shape)
                           for k, dtype, shape in (
-                              ("latents", np.float32, (out.shape[1],)),
                               ("image_id", np.int64, ()), ("ann_id", np.int64, ()),
                               ("index", np.int64, ()), ("keypoints", np.float32, (17, 3)),
                               ("n_labelled", np.int64, ()))}
+                arrays.update({k: _allocated(tmp / f"{k}.npy", v.dtype, (n,) + v.shape[1:])
+                               for k, v in out.items()})
             k = int(valid.sum())
-            arrays["latents"][row:row + k] = out[valid]
+            for key, value in out.items():
+                arrays[key][row:row + k] = value[valid]
             for key in ("image_id", "ann_id", "index", "keypoints"):
                 arrays[key][row:row + k] = batch[key][valid]
             arrays["n_labelled"][row:row + k] = (batch["keypoints"][valid][..., 2] > 0).sum(-1)

@@ -22,6 +22,8 @@ def write_split(root: pathlib.Path, name: str, sizes, image_size=8):
         np.save(d / "keypoints.npy", np.tile(ids[:, None, None], (1, 17, 3)).astype(np.float32))
         np.save(d / "image_id.npy", 1000 + ids)
         np.save(d / "ann_id.npy", 5000 + ids)
+        np.save(d / "box.npy", np.tile(ids[:, None], (1, 4)).astype(np.float32))
+        np.save(d / "photo_size.npy", np.full((n, 2), 640, np.int32))
         meta_shards.append({"name": shards.shard_name(s), "count": n})
         start += n
     fileio.write_json(split_dir / shards.META, {"count": start, "shards": meta_shards})

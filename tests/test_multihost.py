@@ -42,7 +42,7 @@ def mini_data(tiny_data, tmp_path_factory):
     """8 training crops (two steps of 4) and 6 validation crops."""
     out = tmp_path_factory.mktemp("mini")
     for name, n in (("train", 8), ("val", 6)):
-        batch = data.Split(tiny_data, name).gather(np.arange(n))
+        batch = data.Split(tiny_data, name).gather(np.arange(n), shards.ARRAYS)
         folder = out / name / shards.shard_name(0)
         folder.mkdir(parents=True)
         for key in shards.ARRAYS:
