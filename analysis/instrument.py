@@ -144,8 +144,7 @@ def latent_swap(view: SubsetView, pairs: int) -> dict:
     model = decoding.model_decoding(view.steps, view.layer)
     n = len(view.sub.index)
     rng = np.random.default_rng(view.seed)
-    pairs = min(pairs, n * (n - 1))
-    a = rng.integers(0, n, pairs)
+    a = rng.integers(0, n, pairs)                      # with replacement: any n >= 2
     b = (a + rng.integers(1, n, pairs)) % n            # never A itself
     rows_a, rows_b = view.sub.index[a], view.sub.index[b]
 

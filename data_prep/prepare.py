@@ -119,6 +119,12 @@ def plan_source(root: pathlib.Path, source: str, crop_mode: str, limit: int | No
         for ann in anns:
             kps = np.asarray(ann.get("keypoints") or np.zeros(3 * N_JOINTS),
                              np.float64).reshape(N_JOINTS, 3)
+            factors = ann.get(shards.FACTORS_FIELD) or {}
+            if not isinstance(factors, dict) or not all(
+                    isinstance(v, (str, int, float)) for v in factors.values()):
+                raise InputError(f"{annotation_path(root, source)}: annotation {ann['id']} "
+                                 f"has a {shards.FACTORS_FIELD!r} field that is not "
+                                 f"{{name: number or class name}}; fix or remove it")
             if not np.any(kps[:, 2] > 0):
                 drops["no_labelled_keypoint"] += 1
                 continue
@@ -132,12 +138,6 @@ def plan_source(root: pathlib.Path, source: str, crop_mode: str, limit: int | No
             except cropping.CropError as e:
                 drops[e.reason] += 1
                 continue
-            factors = ann.get(shards.FACTORS_FIELD) or {}
-            if not isinstance(factors, dict) or not all(
-                    isinstance(v, (str, int, float)) for v in factors.values()):
-                raise InputError(f"{annotation_path(root, source)}: annotation {ann['id']} "
-                                 f"has a {shards.FACTORS_FIELD!r} field that is not "
-                                 f"{{name: number or class name}}; fix or remove it")
             persons.append(Person(ann["id"], kps, box, tuple(ann["bbox"]), factors))
         task = ImageTask(str(root / source / info["file_name"]), image_id, persons,
                          (info["width"], info["height"]))

@@ -200,6 +200,30 @@ def test_latent_command_writes_every_figure_it_links(run, tmp_path, capsys):
     walks = json.loads((out / "random30-pca_walks.json").read_text())
     assert set(walks) == {"1", "2", "256"}                   # 256 and 'last': walked once
     assert (out / "all-pca_projection.png").stat().st_size > 10_000
+    # The instruments, on every subset.
+    for stage in ("decoded walks", "latent swap", "profiles and claims", "known factors"):
+        assert re.search(re.escape(f"all: {stage}: ") + r"\d+\.\d s\n", err), stage
+    with open(out / "all-sensitivity.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["component"], r["skips"]) for r in table] == [
+        (c, m) for m in ("reference skips", "no skips") for c in ("1", "2", "256")]
+    assert all(float(r["nose"]) >= 0 for r in table)
+    decoded = json.loads((out / "all-decoded_walks.json").read_text())
+    assert np.asarray(decoded["decoded_keypoints"]["no skips"]).shape == (3 * 7, 17, 2)
+    swap = json.loads((out / "all-latent_swap.json").read_text())
+    assert len(swap["pairs"]) == 512 and all(a != b for a, b in swap["pairs"])
+    assert set(swap["scores"]) == {"A latent, A skips", "A latent, B skips",
+                                   "A latent, no skips", "B latent, B skips"}
+    with open(out / "all-claims.csv") as f:
+        claims = list(csv.DictReader(f))
+    assert len(claims) == 5 and {c["verdict"] for c in claims} <= {
+        "supported", "not supported", "not measurable"}
+    profiles = json.loads((out / "all-profiles.json").read_text())["profiles"]
+    assert [sum(p["size"] for p in profiles[str(k)]) for k in (2, 3, 4)] == [len(run["split"])] * 3
+    factors = json.loads((out / "all-factors.json").read_text())
+    assert set(factors) == {"pose", "lit_side", "height", "tilt", "occluded"}
+    assert set(factors["pose"]["ami"]) == {"2", "3", "4"}
+    assert "<table" in (out / "index.html").read_text()          # the claims, shown inline
 
 
 def test_skip_ablation_changes_predictions_and_reports(run, tmp_path):

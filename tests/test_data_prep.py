@@ -103,6 +103,49 @@ def prepared(synth, tmp_path_factory):
     return out
 
 
+def test_synthetic_factors_are_read_back_from_the_prepared_shards(prepared, synth):
+    """Each crop's generating factors, COCO box and photo size, as its annotation records
+    them, come back from the shards of every split."""
+    anns, images = {}, {}
+    for source in ("train2017", "val2017"):
+        coco = json.loads((synth / "annotations" / f"person_keypoints_{source}.json").read_text())
+        anns.update({a["id"]: a for a in coco["annotations"]})
+        images.update({i["id"]: i for i in coco["images"]})
+    for name in shards.SPLITS:
+        split = data.Split(prepared, name)
+        assert set(split.factors) == set(synthesis.FACTORS)
+        assert split.factors["pose"] == sorted(synthesis.POSES)
+        assert split.factors["lit_side"] == ["left", "right"] and split.factors["tilt"] is None
+        rows = split.gather(np.arange(len(split)), split.keys)
+        for i, ann_id in enumerate(rows["ann_id"].tolist()):
+            ann = anns[ann_id]
+            for factor, classes in split.factors.items():
+                value = rows[shards.factor_key(factor)][i]
+                expected = ann[shards.FACTORS_FIELD][factor]
+                if classes:
+                    assert classes[int(value)] == expected
+                else:
+                    assert value == pytest.approx(expected, rel=1e-5, abs=1e-5)
+            assert ann[shards.FACTORS_FIELD]["occluded"] == sum(
+                v == 1 for v in ann["keypoints"][2::3])
+            np.testing.assert_allclose(rows["box"][i], ann["bbox"], rtol=1e-6)
+            image = images[ann["image_id"]]
+            assert rows["photo_size"][i].tolist() == [image["width"], image["height"]]
+
+
+def test_a_malformed_factors_field_exits_2_in_one_line(synth, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(synth, broken)
+    ann_file = broken / "annotations" / "person_keypoints_val2017.json"
+    coco = json.loads(ann_file.read_text())
+    coco["annotations"][0][shards.FACTORS_FIELD] = ["standing"]
+    ann_file.write_text(json.dumps(coco))
+    assert run_prep(broken, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(ann_file) in err and "factors" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_splits_counts_and_keypoints_inside(prepared, synth):
     meta = json.loads((prepared / shards.META).read_text())
     assert meta["splits"]["test"]["count"] == 30
@@ -382,6 +425,19 @@ def test_coco_sample_end_to_end(coco_prepared, coco_sample):
     meta = json.loads((coco_prepared / shards.META).read_text())
     assert meta["crop_mode"] == "thesis" and meta["test_split_by"] == "crop"
     assert sum(m["negative_start"] for m in meta["splits"].values()) == 0
+
+
+def test_coco_data_gets_its_boxes_and_photo_sizes_and_no_factors(coco_prepared, coco_sample):
+    coco = COCO(str(coco_sample / "annotations" / "person_keypoints_val2017.json"))
+    split = data.Split(coco_prepared, "val")
+    assert split.factors == {} and split.keys == shards.ARRAYS
+    assert not list((coco_prepared / "val").glob(f"*/{shards.FACTOR_PREFIX}*"))
+    rows = split.gather(np.arange(len(split)), shards.ARRAYS)
+    for ann_id, box, size in zip(rows["ann_id"], rows["box"], rows["photo_size"]):
+        ann = coco.anns[int(ann_id)]
+        np.testing.assert_allclose(box, ann["bbox"], rtol=1e-6)
+        image = coco.imgs[ann["image_id"]]
+        assert size.tolist() == [image["width"], image["height"]]
 
 
 def test_coco_sample_defaults_keep_the_thesis_persons_and_pixels(coco_prepared):
