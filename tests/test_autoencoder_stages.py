@@ -332,3 +332,7 @@ def test_latent_study_of_the_code_walks_the_thesis_code_components(finetuned, tm
                         "--out", str(out)]) == 0
     walks = json.loads((out / "all-pca_walks.json").read_text())
     assert set(walks) == {"1", "2", "3"}
+    # The code is decoded through the autoencoder's decoder and the hourglass.
+    decoded = json.loads((out / "all-decoded_walks.json").read_text())
+    assert set(decoded["velocity_xy"]["reference skips"]) == {"1", "2", "3"}
+    assert (out / "all-latent_swap.csv").is_file() and (out / "all-claims.csv").is_file()
