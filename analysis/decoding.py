@@ -132,7 +132,7 @@ class ModelDecoding:
         self.encode = steps.jit(self._encode)
         self.decode = steps.jit(self._decode, static_argnums=(3,))
         self.velocity = steps.jit(self._velocity, static_argnums=(4,))
-        self.swap = steps.jit(self._swap)
+        self.targets = jax.jit(steps.codec.targets)
 
     def _model_encode(self, model, images):
         latent, skips = model.encode(self.steps.inputs(images), self.layer)
@@ -157,14 +157,14 @@ class ModelDecoding:
         return joint_velocity(lambda z: self._model_decode(model, z, skips, use_skips),
                               start, directions)
 
-    def _swap(self, state, images_a, images_b, keypoints_a, keypoints_b):
-        """`swap_hits` on uint8 crop pairs and their crop keypoints."""
-        model = self.steps.eval_model(state)
-        codec = self.steps.codec
-        return swap_hits(lambda images: self._model_encode(model, images),
-                         lambda z, skips, use: self._model_decode(model, z, skips, use),
-                         images_a, images_b, codec.targets(keypoints_a),
-                         codec.targets(keypoints_b))
+    def swap(self, state, images_a, images_b, keypoints_a, keypoints_b) -> dict:
+        """`swap_hits` on uint8 crop pairs and their crop keypoints, one compiled encode or
+        decode at a time (one program for all six passes would hold all their activations
+        at once: 24 GB at batch 64 for the thesis' model on a CPU)."""
+        return swap_hits(lambda images: self.encode(state, images),
+                         lambda z, skips, use: self.decode(state, z, skips, use),
+                         images_a, images_b, self.targets(keypoints_a),
+                         self.targets(keypoints_b))
 
 
 @functools.cache

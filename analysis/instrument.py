@@ -280,8 +280,8 @@ def known_factors(view: SubsetView) -> None:
         names, {f"K = {k}": [result[n]["ami"][k] for n in names] for k in sweep.ks},
         "adjusted mutual information between the clusters and each factor", "AMI"),
         f"{slug}-factor_ami.png", "do the clusters separate each known factor?")
-    report.table(["factor", "kind", f"AMI at best K = {best}", *(
-        f"probe {k} PCs ({'score / baseline'})" for k in ks)],
+    report.table(["factor", "kind", f"AMI at best K = {best}",
+                  *(f"probe, first {k} PCs (score / baseline)" for k in ks)],
                  [[n, "classes" if r["classes"] else "number", r["ami"][best],
                    *(_score(r["probes"][k]) for k in ks)] for n, r in result.items()],
                  f"{slug}-factors.csv", "known factors: cluster AMI and linear probes "

@@ -8,8 +8,14 @@ runs the study of analysis.study: PCA (Fig. 16), walks from the mean along compo
 3, 10, 30, 50, 100 and the last (on the autoencoder code: 1, 2, 3, 10, 20, 30, 40, 50, as
 the thesis), and the negative-only walk (Fig. 15), K-Means for K = 2..10
 with 10 restarts of at most 1000 iterations and the silhouette of each K (Fig. 17), the
-clusters (Figs. 18, 20) and the samples nearest each centroid (Figs. 19, 21). Every flag is
-checked against the run before any work. Every figure is a PNG beside the numbers behind
+clusters (Figs. 18, 20) and the samples nearest each centroid (Figs. 19, 21). Then what the
+thesis read into those figures, as numbers (analysis.instrument): the walks decoded by the
+network with a reference crop's skips and without skips, and how far each joint moves along
+each component; the latent swap (--swap-pairs pairs: A's latent with B's skips, scored
+against both); every cluster and the first components profiled by the annotations, with the
+thesis' claims beside the numbers that support or contradict them; and, on data that records
+them (the synthetic data), each generating factor's AMI with the clusters and linear probes.
+Every flag is checked against the run before any work. Every figure is a PNG beside the numbers behind
 it; DIR/index.html shows them all.
 """
 

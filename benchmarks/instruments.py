@@ -10,15 +10,18 @@ keypoints, boxes and factors. Those that do not (the decoded walks with their tw
 sensitivity tables, the latent swap of --swap-pairs pairs) run through the model of
 --config at its size with fresh weights on random crops, batched as analysis.latent batches
 them (--batch). Each prints one line `instrument NAME seconds=S`; the PCA and the K-Means
-sweep print theirs first, for scale.
+sweep print theirs first, for scale, and the last lines time three batches of the latent
+extraction with and without the predictions the study adds to it.
 """
 
 from __future__ import annotations
 
+import resource
 import runpy
 import tempfile
 import time
 
+import jax
 import numpy as np
 
 from analysis import cluster, decoding, descriptors, factors, profiles
@@ -28,6 +31,7 @@ from analysis.instrument import PROBE_COMPONENTS, PROFILE_COMPONENTS
 from analysis.study import WALK_STEPS
 from benchmarks.analysis import latent_like
 from shg_jax import cli
+from shg_jax.latents import latent_function
 from shg_jax.models import STEM_STRIDE
 from shg_jax.steps import Steps
 
@@ -115,6 +119,14 @@ def model_instruments(config, components: int, pairs: int, batch: int) -> None:
     timed("latent-swap", lambda: decoding.in_batches(
         lambda a, b: bound.swap(state, crops[a], crops[b], keypoints[a], keypoints[b]),
         pairs, batch, index, (index + 1) % batch))
+    # What the study adds to the extraction pass: each sample's predictions and PCK.
+    for predictions in (False, True):
+        fn = latent_function(steps, 3, predictions)
+        one = {"images": crops, "keypoints": keypoints}
+        jax.block_until_ready(fn(state, one))                      # compiled outside the time
+        timed(f"extraction-batch-predictions={predictions}",
+              lambda: jax.block_until_ready([fn(state, one) for _ in range(3)]))
+    print(f"peak_rss_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}")
 
 
 def load_config(path: str):

@@ -16,6 +16,8 @@ renamed when complete, and reused when the same checkpoint, split and layer are 
                                             where no joint is annotated  } with
                             /predicted.npy  float32 (N, 17, 3) argmax    } predictions
                                             joints (x, y, peak) in crop pixels
+                            /predicted_without_skips.npy  the same with the skip
+                                            connections off (the thesis' ablation)
                             /meta.json      checkpoint, split, layer, count, dimension
 
 Extraction runs on one host (several local devices are used through the mesh).
@@ -41,7 +43,7 @@ from shg_jax.steps import Steps
 
 COLUMNS = ("image_id", "ann_id", "index", "keypoints", "n_labelled")
 #: What extraction with predictions adds.
-PREDICTION_COLUMNS = ("pck", "predicted")
+PREDICTION_COLUMNS = ("pck", "predicted", "predicted_without_skips")
 
 
 @dataclasses.dataclass
@@ -57,17 +59,17 @@ class Latents:
     meta: dict
     pck: np.ndarray | None = None           # (N,) with predictions, else None
     predicted: np.ndarray | None = None     # (N, 17, 3)
+    predicted_without_skips: np.ndarray | None = None
 
     @property
     def _columns(self) -> tuple:
-        return ("latents",) + COLUMNS + (PREDICTION_COLUMNS if self.meta["predictions"]
-                                         else ())
+        return ("latents",) + COLUMNS + tuple(self.meta["predictions"])
 
     @classmethod
     def load(cls, path) -> "Latents":
         path = pathlib.Path(path)
         meta = json.loads((path / "meta.json").read_text())
-        keys = ("latents",) + COLUMNS + (PREDICTION_COLUMNS if meta["predictions"] else ())
+        keys = ("latents",) + COLUMNS + tuple(meta["predictions"])
         arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in keys}
         return cls(path=path, meta=meta, **arrays)
 
@@ -80,7 +82,8 @@ class Latents:
 def latent_function(steps: Steps, layer, predictions: bool = False):
     """jitted (state, batch) -> {"latents": (B, D) float32 latents after bottleneck residual
     `layer`}, with `predictions` also the latent decoded: "pck" (B,) (NaN where no joint is
-    annotated) and "predicted" (B, J, 3) argmax joints (x, y, peak) in crop pixels."""
+    annotated), "predicted" (B, J, 3) argmax joints (x, y, peak) in crop pixels, and
+    "predicted_without_skips" the same decoded with the skip connections off."""
     def fn(state, batch):
         model = steps.eval_model(state)
         latent, skips = model.encode(steps.inputs(batch["images"]), layer)
@@ -90,9 +93,11 @@ def latent_function(steps: Steps, layer, predictions: bool = False):
             correct, annotated = pck.joint_hits(heatmaps,
                                                 steps.codec.targets(batch["keypoints"]))
             score, has = pck.per_sample_pck(correct, annotated)
-            xy, peak = steps.codec.decode(heatmaps)
             out["pck"] = jnp.where(has, score, jnp.nan).astype(np.float32)
-            out["predicted"] = jnp.concatenate([xy, peak[..., None]], -1).astype(np.float32)
+            bare = model.decode(latent, skips, layer, use_skips=False)
+            for key, maps in (("predicted", heatmaps), ("predicted_without_skips", bare)):
+                xy, peak = steps.codec.decode(maps)
+                out[key] = jnp.concatenate([xy, peak[..., None]], -1).astype(np.float32)
         return out
 
     return steps.jit(fn)
@@ -106,7 +111,8 @@ def extract(steps: Steps, state, split: data.Split, layer, out_dir, *, checkpoin
     `checkpoint` identifies the weights (workdir, kind, step) for the reuse check."""
     final = pathlib.Path(out_dir) / "latents" / f"{split.name}-layer{layer}"
     meta = dict(checkpoint=checkpoint, split=split.name, layer=str(layer), count=len(split),
-                data_dir=str(split.dir.parent.resolve()), predictions=predictions)
+                data_dir=str(split.dir.parent.resolve()),
+                predictions=list(PREDICTION_COLUMNS) if predictions else [])
     if (final / "meta.json").is_file():
         cached = json.loads((final / "meta.json").read_text())
         if {k: cached.get(k) for k in meta} == meta:
