@@ -61,13 +61,28 @@ def _decoded_thumbnail(codec, heatmaps: np.ndarray, background: np.ndarray) -> n
                                     width=max(1, size // 64)))
 
 
+@dataclasses.dataclass
+class DecodedWalks:
+    """What `decoded_walks` computed (the atlas shows it)."""
+    reference: int                         # row of the subset nearest the mean
+    components: list                       # 1-based
+    steps: tuple                           # in sqrt(eigenvalue)
+    heatmaps: dict                         # mode -> (C * S, H, W, J), component-major
+    speed: dict                            # mode -> (C, J) cells per sqrt(eigenvalue)
+
+    @property
+    def movement(self) -> dict[int, float]:
+        """{component: mean joint movement with the reference skips}."""
+        return {c: float(self.speed["reference skips"][i].mean())
+                for i, c in enumerate(self.components)}
+
+
 def decoded_walks(view: SubsetView, components: list[int], steps: tuple,
-                  nearest: dict[int, list[int]]) -> dict[int, float]:
+                  nearest: dict[int, list[int]]) -> DecodedWalks:
     """Every point of the walks (mean + k sqrt(lambda) along each of `components`, k in
     `steps`, which hold 0) decoded with the skips of the sample nearest the mean and with the skips off,
     beside the nearest real sample (`nearest`: component -> rows of the subset); and the
-    component x joint sensitivity table. -> {component: mean joint movement, cells per
-    sqrt(eigenvalue), with the reference skips}."""
+    component x joint sensitivity table."""
     report, pca, slug = view.report, view.pca, view.slug
     model = decoding.model_decoding(view.steps, view.layer)
     reference = nearest[components[0]][list(steps).index(0)]     # k = 0: nearest the mean
@@ -132,14 +147,16 @@ def decoded_walks(view: SubsetView, components: list[int], steps: tuple,
                 f"{slug}-decoded_walks.json",
                 "the decoded walks: reference sample, the decoded joints of every walk point "
                 "(crop pixels, component-major), and each joint's velocity (x, y)")
-    speed = speeds["reference skips"][1]
-    return {c: float(speed[i].mean()) for i, c in enumerate(components)}
+    return DecodedWalks(reference, components, tuple(steps), decoded,
+                        {name: speed for name, (_, speed) in speeds.items()})
 
 
 def latent_swap(view: SubsetView, pairs: int) -> dict:
     """For `pairs` seeded pairs (A, B) of the subset: A's latent decoded with B's skips and
     with none, beside A's and B's own predictions, scored against A's and B's ground truth
-    per joint group. -> the scores (decoding.swap_scores)."""
+    per joint group. -> {"scores" (decoding.swap_scores), "pairs" (split rows A, B), and
+    for the first SWAP_SHOWN pairs "shown": the decoded heatmaps "swapped" (A latent, B
+    skips) and "bare" (A latent, no skips)}."""
     report, slug = view.report, view.slug
     model = decoding.model_decoding(view.steps, view.layer)
     n = len(view.sub.index)
@@ -186,13 +203,15 @@ def latent_swap(view: SubsetView, pairs: int) -> dict:
     report.json({"pairs": [[int(i), int(j)] for i, j in zip(rows_a, rows_b)],
                  "scores": scores}, f"{slug}-latent_swap.json",
                 "the swap's pairs (split rows A, B) and scores")
-    return scores
+    return {"scores": scores, "pairs": np.stack([rows_a, rows_b], 1),
+            "shown": {"swapped": swapped, "bare": bare}}
 
 
-def annotation_profiles(view: SubsetView, movement: dict[int, float] | None) -> None:
+def annotation_profiles(view: SubsetView, movement: dict[int, float] | None) -> dict:
     """Every cluster of every K profiled by the annotations (analysis.descriptors) and its
     per-sample PCK; the first components' correlation with each descriptor; the thesis'
-    claims beside the numbers (analysis.profiles.claims)."""
+    claims beside the numbers (analysis.profiles.claims). -> {"described": each
+    descriptor (N,), "profiles": K -> cluster profiles, "claims"}."""
     report, slug, sub, sweep = view.report, view.slug, view.sub, view.sweep
     source = view.split.gather(sub.index, shards.SOURCE_ARRAYS)
     described = descriptors.describe(sub.keypoints, source["box"], source["photo_size"])
@@ -245,17 +264,19 @@ def annotation_profiles(view: SubsetView, movement: dict[int, float] | None) -> 
                  f"the thesis' readings of its latent space beside this subset's numbers "
                  f"(clusters at K = {k})")
     report.json(stated, f"{slug}-claims.json", "the claims with every number measured")
+    return {"described": described, "profiles": all_profiles, "claims": stated}
 
 
-def known_factors(view: SubsetView) -> None:
+def known_factors(view: SubsetView) -> dict:
     """Per generating factor the data records (data.Split.factors): the AMI between it and
     the clusters of every K, and linear probes from the first PROBE_COMPONENTS components
-    against their baselines. Data without factors gets one line saying so."""
+    against their baselines. Data without factors gets one line saying so. -> {factor:
+    {"classes", "values" (N,), "ami", "probes"}}."""
     report, slug, sweep = view.report, view.slug, view.sweep
     if not view.split.factors:
         report.json({"factors": []}, f"{slug}-factors.json",
                     "the data records no generating factors (only synthetic data does)")
-        return
+        return {}
     values = view.split.gather(view.sub.index,
                                tuple(map(shards.factor_key, view.split.factors)))
     ks = [k for k in PROBE_COMPONENTS if k <= view.coords.shape[1]]
@@ -287,6 +308,7 @@ def known_factors(view: SubsetView) -> None:
                  f"{slug}-factors.csv", "known factors: cluster AMI and linear probes "
                  "(accuracy for classes, R^2 for numbers, each / its baseline)")
     report.json(result, f"{slug}-factors.json", "every factor's AMI per K and probes")
+    return {name: dict(r, values=values[shards.factor_key(name)]) for name, r in result.items()}
 
 
 def _score(probe: dict) -> str:

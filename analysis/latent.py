@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import pathlib
 import re
 import sys
 
@@ -90,6 +91,10 @@ def parse_args(argv=None):
                         "default: the thesis' " + ",".join(map(str, THESIS_COMPONENTS))
                         + ", and on the autoencoder code its "
                         + ",".join(map(str, THESIS_CODE_COMPONENTS)) + ")")
+    p.add_argument("--atlas", action="store_true",
+                   help="also write each subset's interactive bottleneck atlas into "
+                        "OUT/atlas/SUBSET/index.html (opens from file://; "
+                        "python -m analysis.serve OUT/atlas/SUBSET serves it live)")
     p.add_argument("--swap-pairs", type=cli.whole_number(1), default=512,
                    help="seeded sample pairs (A, B) of the latent swap: A's latent decoded "
                         "with B's skip features")
@@ -138,9 +143,14 @@ def main(argv=None) -> int:
     latents = extract(steps, state, split, args.layer, args.out, batch_size=args.batch_size,
                       predictions=True,
                       checkpoint={"workdir": str(args.workdir), "step": record.global_step})
+    atlas_run = None if not args.atlas else {
+        "workdir": str(pathlib.Path(args.workdir).resolve()),
+        "checkpoint": args.checkpoint, "step": int(record.global_step),
+        "layer": str(args.layer), "split": args.split, "data_dir": str(config.data_dir),
+        "latents": str(latents.path.resolve()), "label": label, "epoch": int(record.epoch)}
     for spec in args.subset or DEFAULT_SUBSETS:
         analyse_subset(report, latents, spec, steps=steps, state=state, split=split,
-                       settings=settings)
+                       settings=settings, atlas_run=atlas_run)
     print(f"wrote {report.write_index()}")
     return 0
 

@@ -61,6 +61,11 @@ class Report:
         self._add("data", name, caption)
         return name
 
+    def link(self, name: str, caption: str) -> str:
+        """A file written by someone else (a page of its own) that the index links."""
+        self._add("data", name, caption)
+        return name
+
     def table(self, header: list, rows: list, name: str, caption: str) -> str:
         """A CSV that the index also shows as a table (short tables: claims, scores)."""
         self._write_csv(header, rows, name)

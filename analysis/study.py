@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from analysis import cluster, figures, instrument
+from analysis import atlas, cluster, figures, instrument
 from analysis import pca as pca_lib
 from analysis.common import gt_overlays, kmeans_sweep
 from analysis.report import Report
@@ -104,11 +104,13 @@ def select(latents: Latents, spec: str, seed: int, codec) -> np.ndarray:
 
 
 def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, state, split,
-                   settings: StudySettings) -> None:
+                   settings: StudySettings, atlas_run: dict | None = None) -> None:
     """The study of one subset (`select`) of `latents`: PCA, walks, the K-Means sweep and
     the cluster figures, then the instruments (analysis.instrument), written into
     `report`. `steps` and `state` are the run's model (it decodes walks and swaps and draws
-    the thumbnails from the crops of `split`, the latents' split)."""
+    the thumbnails from the crops of `split`, the latents' split). With `atlas_run` (what
+    analysis.serve needs to reopen the run: workdir, checkpoint, step, layer, split, data
+    dir, latents) the subset's bottleneck atlas is written too (analysis.atlas)."""
     rows = select(latents, spec, settings.seed, steps.codec)
     slug = spec.replace(":", "")
     what = SUBSETS.get(spec, "a seeded random sample")
@@ -168,13 +170,20 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, state,
     view = instrument.SubsetView(report, slug, sub, pca, coords, sweep, steps, state,
                                  latent_layer(latents.meta["layer"]), split, settings.seed, settings.batch_size)
     with timed(f"{spec}: decoded walks"):
-        movement = instrument.decoded_walks(view, comps, WALK_STEPS, nearest)
+        walked = instrument.decoded_walks(view, comps, WALK_STEPS, nearest)
     with timed(f"{spec}: latent swap"):
-        instrument.latent_swap(view, settings.swap_pairs)
+        swapped = instrument.latent_swap(view, settings.swap_pairs)
     with timed(f"{spec}: profiles and claims"):
-        instrument.annotation_profiles(view, movement)
+        profiled = instrument.annotation_profiles(view, walked.movement)
     with timed(f"{spec}: known factors"):
-        instrument.known_factors(view)
+        factored = instrument.known_factors(view)
+    if atlas_run is not None:
+        with timed(f"{spec}: atlas"):
+            page = atlas.write(view, walked=walked, swapped=swapped, profiled=profiled,
+                               factored=factored, title=f"{report.title}, subset {spec}",
+                               run=dict(atlas_run, subset=spec))
+        report.link(page.relative_to(report.dir).as_posix(),
+                    "the bottleneck atlas of this subset: every sample, interactive")
 
 
 def _walks(report: Report, pca, x: np.ndarray, sub: Latents, comps: list[int], slug: str,
