@@ -282,7 +282,10 @@
       if (live) { input.min = -3; input.max = 3; input.step = 0.25; input.value = 0; }
       else { input.min = 0; input.max = walks.steps.length - 1; input.step = 1; input.value = mid; }
       const value = document.createElement("span");
-      label.append(`PC ${c} `, input, value);
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = `PC ${c}`;
+      label.append(name, input, value);
       box.appendChild(label);
       input.addEventListener("input", () => onSlider(ci));
       sliders.push([input, value]);
