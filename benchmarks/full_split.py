@@ -47,10 +47,10 @@ def _write_shard(job: tuple) -> int:
     split = data.Split(src, "train")
     n = len(split)
     rows = np.arange(start, stop)
-    arrays = {key: [] for key in shards.ARRAYS}
+    arrays = {key: [] for key in split.keys}
     for copy in np.unique(rows // n):
         mine = rows[rows // n == copy] % n
-        batch = split.gather(mine, shards.ARRAYS)
+        batch = split.gather(mine, split.keys)
         batch["images"], batch["keypoints"] = variant(batch["images"], batch["keypoints"],
                                                       int(copy), copies)
         for key in arrays:
@@ -58,7 +58,8 @@ def _write_shard(job: tuple) -> int:
     folder = pathlib.Path(out) / "train" / shards.shard_name(index)
     folder.mkdir()
     for key, parts in arrays.items():
-        np.save(folder / f"{key}.npy", np.concatenate(parts).astype(shards.DTYPES[key]))
+        np.save(folder / f"{key}.npy",
+                np.concatenate(parts).astype(shards.DTYPES.get(key, np.float32)))
     return stop - start
 
 
