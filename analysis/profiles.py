@@ -118,18 +118,15 @@ def claims(*, described: dict, coords: np.ndarray, labels: np.ndarray, k: int,
                          value=None if value is None or not np.isfinite(value) else
                          round(float(value), 4), rule=rule, verdict=verdict, **extra))
 
-    eta = correlation_ratio(described["labelled"], labels)
-    claim("the clusters separate almost fully annotated from not fully annotated people",
-          "§6.4, Fig. 18 (random 10,000, K = 2)",
-          f"eta^2 of labelled joints over the K = {k} clusters", eta,
-          f"supported if eta^2 >= {R_MODERATE ** 2:.2f}", _verdict(eta, R_MODERATE ** 2),
-          cluster_means=[_mean(described["labelled"][labels == c]) for c in range(k)])
-    eta = correlation_ratio(described["limb_spread"], labels)
-    claim("the clusters separate stationary from moving people",
-          "§6.4, Fig. 20 (fully annotated, K = 2)",
-          f"eta^2 of limb spread over the K = {k} clusters", eta,
-          f"supported if eta^2 >= {R_MODERATE ** 2:.2f}", _verdict(eta, R_MODERATE ** 2),
-          cluster_means=[_mean(described["limb_spread"][labels == c]) for c in range(k)])
+    for text, where, name, what in (
+            ("the clusters separate almost fully annotated from not fully annotated people",
+             "§6.4, Fig. 18 (random 10,000, K = 2)", "labelled", "labelled joints"),
+            ("the clusters separate stationary from moving people",
+             "§6.4, Fig. 20 (fully annotated, K = 2)", "limb_spread", "limb spread")):
+        eta = correlation_ratio(described[name], labels)
+        claim(text, where, f"eta^2 of {what} over the K = {k} clusters", eta,
+              f"supported if eta^2 >= {R_MODERATE ** 2:.2f}", _verdict(eta, R_MODERATE ** 2),
+              cluster_means=[_mean(described[name][labels == c]) for c in range(k)])
     hip = pearson(coords[:, 0], described["hip_angle"])
     knee = pearson(coords[:, 0], described["knee_angle"])
     strongest = float(np.fmax(abs(hip), abs(knee)))        # fmax: the defined one
