@@ -169,15 +169,20 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, state,
                          settings.seed)
     view = instrument.SubsetView(report, slug, sub, pca, coords, sweep, steps, state,
                                  latent_layer(latents.meta["layer"]), split, settings.seed, settings.batch_size)
+    report.section(f"Subset {spec}: the walks decoded by the network")
     with timed(f"{spec}: decoded walks"):
         walked = instrument.decoded_walks(view, comps, WALK_STEPS, nearest)
+    report.section(f"Subset {spec}: latent swap")
     with timed(f"{spec}: latent swap"):
         swapped = instrument.latent_swap(view, settings.swap_pairs)
+    report.section(f"Subset {spec}: profiles from the annotations, and the thesis' claims")
     with timed(f"{spec}: profiles and claims"):
         profiled = instrument.annotation_profiles(view, walked.movement)
+    report.section(f"Subset {spec}: known factors")
     with timed(f"{spec}: known factors"):
         factored = instrument.known_factors(view)
     if atlas_run is not None:
+        report.section(f"Subset {spec}: bottleneck atlas")
         with timed(f"{spec}: atlas"):
             page = atlas.write(view, walked=walked, swapped=swapped, profiled=profiled,
                                factored=factored, title=f"{report.title}, subset {spec}",

@@ -267,3 +267,27 @@ def test_the_served_page_decodes_the_sliders_live(built, served, browser):
     src = browser.find_element("id", "frame-heatmap").get_attribute("src")
     assert src == answer["png"]
     assert severe(browser) == []
+
+
+def test_the_serve_command_answers_then_stops_cleanly_on_ctrl_c(built):
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    folder, _ = built
+    proc = subprocess.Popen([sys.executable, "-m", "analysis.serve", str(folder), "--port", "0"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"serving {folder} at http://127.0.0.1:"), line
+        base = line.split(" at ")[1].split("/ ")[0]
+        assert get(f"{base}/api/health")[1]["live"] is True
+        assert get(f"{base}/api/decode?sample=oops")[0] == 400
+        assert get(f"{base}/api/decode?sample=1")[0] == 200       # still serving
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out.strip() == "stopped" and "Traceback" not in err

@@ -292,9 +292,13 @@
     });
     const skips = $("walk-skips");
     skips.innerHTML = "";
-    const modes = live ? ["own", "reference", "none"] : Object.keys(walks.frames);
-    for (const m of modes) skips.add(new Option(m === "own" ? "the selected sample's" : m, m));
+    const modes = live ? ["own", "reference", "none", "sample"] : Object.keys(walks.frames);
+    const names = { own: "the selected sample's", sample: "sample B's (latent swap):" };
+    for (const m of modes) skips.add(new Option(names[m] || m, m));
     skips.onchange = () => (live ? requestFrame() : showFrame(0, mid));
+    $("skips-sample").hidden = !live;
+    $("skips-sample").max = n - 1;
+    $("skips-sample").onchange = () => { skips.value = "sample"; requestFrame(); };
     $("walk-mode").textContent = live
       ? "Live: every slider adds its component (in sqrt(eigenvalue)) to the selected sample's latent (or the reference sample's), decoded by the run's model."
       : `Precomputed: the walks from the mean, decoded with the skip features of sample ${walks.reference} (nearest the mean) or without skips. Serve the atlas (python -m analysis.serve) to combine sliders live.`;
@@ -326,7 +330,8 @@
   function requestFrame() {
     const row = selected >= 0 ? selected : walks.reference;
     const pcs = sliders.map(([input]) => `${input.dataset.component}:${input.value}`).join(",");
-    const skips = $("walk-skips").value;
+    const skips = $("walk-skips").value === "sample" ? String(+$("skips-sample").value || 0)
+      : $("walk-skips").value;
     const url = `api/decode?sample=${row}&skips=${skips}&pc=${pcs}`;
     if (pending) pending.abort();
     pending = new AbortController();
