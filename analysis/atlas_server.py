@@ -56,6 +56,12 @@ class LiveDecoder:
                             f"python -m analysis.latent --ckpt RUN --out OUT --atlas and "
                             f"serve OUT/atlas/SUBSET")
         self.run = json.loads((self.dir / RUN_FILE).read_text())
+        needed = [self.dir / "rows.npy", self.dir / "walk.npz",
+                  pathlib.Path(self.run["latents"]) / "meta.json"]
+        missing = [str(p) for p in needed if not p.is_file()]
+        if missing:
+            raise UserError(f"{self.dir}: the atlas needs {', '.join(missing)}, which is "
+                            f"gone; write the atlas again with analysis.latent --atlas")
         config, self.steps, self.state, record = open_run(
             self.run["workdir"], self.run["checkpoint"], data_dir or self.run["data_dir"])
         if record.global_step != self.run["step"]:

@@ -5,6 +5,7 @@ through selenium; skipped with one line where they are not installed)."""
 import json
 import os
 import pathlib
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -156,10 +157,19 @@ def test_a_malformed_request_gets_a_4xx_and_the_server_goes_on(served, query, st
     assert get(f"{base}/api/decode?sample=0")[0] == 200
 
 
-def test_serve_refuses_a_folder_without_an_atlas_in_one_line(tmp_path, capsys):
+def test_serve_refuses_a_folder_without_an_atlas_or_its_latents_in_one_line(
+        built, tmp_path, capsys):
     assert serve.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and str(tmp_path) in err
+    folder, _ = built
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    run = json.loads((moved / atlas.RUN_FILE).read_text())
+    (moved / atlas.RUN_FILE).write_text(json.dumps(dict(run, latents=str(tmp_path / "gone"))))
+    assert serve.main([str(moved)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "gone" in err
 
 
 # ---- in a real browser ---------------------------------------------------------------
