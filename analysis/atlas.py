@@ -82,13 +82,14 @@ def nearest_neighbours(coords: np.ndarray, chunk: int = 2048) -> np.ndarray:
     sq = jnp.sum(x * x, 1)
     out = np.full((n, NEIGHBOURS), -1, np.int32)
     for start in range(0, n, chunk):
+        m = min(chunk, n - start)
         rows = np.arange(start, start + chunk) % n
-        found = np.asarray(_neighbour_chunk(x[rows], x, sq, min(NEIGHBOURS + 1, n))
-                           )[:min(chunk, n - start)]
-        for i, row in enumerate(found):
-            others = row[row != start + i][:NEIGHBOURS]
-            others = others[others < n][:min(NEIGHBOURS, n - 1)]
-            out[start + i, :len(others)] = others
+        found = np.asarray(_neighbour_chunk(x[rows], x, sq, min(NEIGHBOURS + 1, n)))[:m]
+        other = found != np.arange(start, start + m)[:, None]        # never the sample itself
+        first = np.argsort(~other, axis=1, kind="stable")[:, :NEIGHBOURS]
+        chosen = np.take_along_axis(found, first, 1)
+        out[start:start + m, :chosen.shape[1]] = np.where(
+            np.take_along_axis(other, first, 1), chosen, -1)
     return out
 
 
