@@ -36,7 +36,7 @@ from analysis.common import add_kmeans_arguments, add_run_arguments, check_ks, o
 from analysis.report import Report
 from analysis.study import (DEFAULT_SUBSETS, SUBSETS, THESIS_CODE_COMPONENTS,
                             THESIS_COMPONENTS, StudySettings, analyse_subset,
-                            default_components)
+                            default_components, select)
 from shg_jax import cli
 from shg_jax.latents import extract
 from shg_jax.models import CODE_LAYER, latent_layer, latent_layers, latent_shape
@@ -148,7 +148,14 @@ def main(argv=None) -> int:
         "checkpoint": args.checkpoint, "step": int(record.global_step),
         "layer": str(args.layer), "split": args.split, "data_dir": str(config.data_dir),
         "latents": str(latents.path.resolve()), "label": label, "epoch": int(record.epoch)}
+    analysed = {}                        # rows -> the subset that analysed them
     for spec in args.subset or DEFAULT_SUBSETS:
+        rows = select(latents, spec, args.seed, steps.codec).tobytes()
+        if rows in analysed:
+            report.section(f"Subset {spec}: the same samples as subset {analysed[rows]} "
+                           f"(the split is that small); not analysed again")
+            continue
+        analysed[rows] = spec
         analyse_subset(report, latents, spec, steps=steps, state=state, split=split,
                        settings=settings, atlas_run=atlas_run)
     print(f"wrote {report.write_index()}")

@@ -170,15 +170,19 @@ def assert_index_complete(out):
 def test_latent_command_writes_every_figure_it_links(run, tmp_path, capsys):
     out = tmp_path / "latent"
     assert latent.main(["--ckpt", str(run["workdir"]), "--checkpoint", "latest",
-                        "--split", "val", "--out", str(out), "--subset", "random:30",
-                        "--subset", "all", "--components", "1,2,256,last", "--ks", "2-4",
+                        "--split", "val", "--out", str(out), "--subset", "random:10",
+                        "--subset", "all", "--subset", "random:500",
+                        "--components", "1,2,256,last", "--ks", "2-4",
                         "--n-init", "2", "--batch-size", "8"]) == 0
     assert_index_complete(out)
+    # random:500 of a smaller split is every sample: said once, not analysed twice.
+    assert not list(out.glob("random500-*"))
+    assert "Subset random:500: the same samples as subset all" in (out / "index.html").read_text()
     # Each stage without a progress bar says how long it took, per subset.
     err = capsys.readouterr().err
     for stage in (f"all: PCA of {len(run['split'])} x 256: ", "all: component walks: ",
                   "all: cluster figures: ",
-                  f"random:30: PCA of {min(30, len(run['split']))} x 256: "):
+                  "random:10: PCA of 10 x 256: "):
         assert re.search(re.escape(stage) + r"\d+\.\d s\n", err), stage
     pca_json = json.loads((out / "all-pca.json").read_text())
     assert pca_json["thesis_index_for"] == {f: k - 1 for f, k in
@@ -197,7 +201,7 @@ def test_latent_command_writes_every_figure_it_links(run, tmp_path, capsys):
         clusters = [int(row["cluster"]) for row in csv.DictReader(f)]
     assert len(clusters) == len(run["split"])
     assert np.bincount(clusters, minlength=km["best_k"]).tolist() == km["cluster_sizes"]
-    walks = json.loads((out / "random30-pca_walks.json").read_text())
+    walks = json.loads((out / "random10-pca_walks.json").read_text())
     assert set(walks) == {"1", "2", "256"}                   # 256 and 'last': walked once
     assert (out / "all-pca_projection.png").stat().st_size > 10_000
     # The instruments, on every subset.
