@@ -47,8 +47,9 @@ def default_components(layer, dimension: int) -> tuple:
     a latent of `dimension` values has."""
     wanted = THESIS_CODE_COMPONENTS if layer == CODE_LAYER else THESIS_COMPONENTS
     return tuple(c for c in wanted if c == "last" or c <= dimension)
-#: The subsets studied when none are named.
-DEFAULT_SUBSETS = ("full-annotated", "random:10000", "all")
+#: The subsets studied when none are named: the thesis' two and the whole split (before
+#: the random sample, which a split of at most 10,000 samples makes the same).
+DEFAULT_SUBSETS = ("full-annotated", "all", "random:10000")
 
 
 @dataclasses.dataclass(frozen=True)
