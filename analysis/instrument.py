@@ -80,9 +80,9 @@ class DecodedWalks:
 def decoded_walks(view: SubsetView, components: list[int], steps: tuple,
                   nearest: dict[int, list[int]]) -> DecodedWalks:
     """Every point of the walks (mean + k sqrt(lambda) along each of `components`, k in
-    `steps`, which hold 0) decoded with the skips of the sample nearest the mean and with the skips off,
-    beside the nearest real sample (`nearest`: component -> rows of the subset); and the
-    component x joint sensitivity table."""
+    `steps`, which hold 0) decoded with the skips of the sample nearest the mean and with
+    the skips off, beside the nearest real sample (`nearest`: component -> rows of the
+    subset); and the component x joint sensitivity table."""
     report, pca, slug = view.report, view.pca, view.slug
     model = decoding.model_decoding(view.steps, view.layer)
     reference = nearest[components[0]][list(steps).index(0)]     # k = 0: nearest the mean

@@ -1,7 +1,7 @@
 """The latent-space study of thesis §6.3-6.4 on any checkpoint, in one command.
 
     python -m analysis.latent --ckpt WORKDIR --out DIR [--checkpoint best] [--split train]
-        [--layer 3] [--subset full-annotated --subset random:10000 --subset all]
+        [--layer 3] [--subset full-annotated --subset all --subset random:10000] [--atlas]
 
 Extracts the bottleneck latents (cached in DIR/latents), then for each subset of samples
 runs the study of analysis.study: PCA (Fig. 16), walks from the mean along components 1, 2,
@@ -15,8 +15,10 @@ each component; the latent swap (--swap-pairs pairs: A's latent with B's skips, 
 against both); every cluster and the first components profiled by the annotations, with the
 thesis' claims beside the numbers that support or contradict them; and, on data that records
 them (the synthetic data), each generating factor's AMI with the clusters and linear probes.
-Every flag is checked against the run before any work. Every figure is a PNG beside the numbers behind
-it; DIR/index.html shows them all.
+With --atlas, each subset's interactive bottleneck atlas too (analysis.atlas). A subset
+whose samples an earlier one already analysed is named and skipped. Every flag is checked
+against the run before any work. Every figure is a PNG beside the numbers behind it;
+DIR/index.html shows them all.
 """
 
 from __future__ import annotations

@@ -169,7 +169,8 @@ def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, state,
         _cluster_figures(report, x, coords[:, :2], sweep, sub, slug, thumbs, skeletons,
                          settings.seed)
     view = instrument.SubsetView(report, slug, sub, pca, coords, sweep, steps, state,
-                                 latent_layer(latents.meta["layer"]), split, settings.seed, settings.batch_size)
+                                 latent_layer(latents.meta["layer"]), split, settings.seed,
+                                 settings.batch_size)
     report.section(f"Subset {spec}: the walks decoded by the network")
     with timed(f"{spec}: decoded walks"):
         walked = instrument.decoded_walks(view, comps, WALK_STEPS, nearest)
