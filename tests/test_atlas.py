@@ -5,6 +5,7 @@ through selenium; skipped with one line where they are not installed)."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import threading
 import urllib.error
@@ -301,3 +302,13 @@ def test_the_serve_command_answers_then_stops_cleanly_on_ctrl_c(built):
     finally:
         proc.kill()
     assert proc.returncode == 0 and out.strip() == "stopped" and "Traceback" not in err
+
+
+def test_the_server_benchmark_prints_its_latencies(built, capsys):
+    from benchmarks import atlas_server as bench
+
+    folder, _ = built
+    bench.main([str(folder), "--requests", "12"])
+    out = capsys.readouterr().out
+    assert re.search(r"^atlas server slider move .*requests=12 median_ms=\d", out, re.M)
+    assert re.search(r"^atlas server first request .*requests=3 median_ms=\d", out, re.M)

@@ -1,10 +1,15 @@
-"""benchmarks.full_split: a thesis-size train split made of varied copies of a small one."""
+"""The benchmarks: full_split (a thesis-size train split made of varied copies of a small
+one) and the instruments' timings."""
+
+import re
 
 import numpy as np
 
 from benchmarks import full_split
 from shg_jax import data
 from shg_jax.augment import SWAP
+
+from helpers import REPO
 
 
 def test_full_split_rows_are_varied_copies_of_the_source(tiny_data, tmp_path):
@@ -51,3 +56,18 @@ def test_full_split_refuses_to_replace_or_overlap_without_being_asked(tiny_data,
     assert full_split.main(args + ["--out", str(out), "--overwrite"]) == 0
     assert len(data.Split(out, "train")) == 10 and not (out / "keep.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary left
+
+
+def test_the_instruments_benchmark_times_every_instrument(capsys):
+    """benchmarks.instruments, at a toy size: one timing line per instrument."""
+    from benchmarks import instruments
+
+    instruments.main(["--rows", "300", "--dims", "64", "--ks", "2-3", "--n-init", "1",
+                      "--config", str(REPO / "configs" / "demo.py"), "--swap-pairs", "4",
+                      "--components", "2",
+                      "--batch", "4"])
+    out = capsys.readouterr().out
+    for name in ("pca", "kmeans+silhouette", "profiles+claims", "factors",
+                 "decoded-walks+sensitivity", "latent-swap",
+                 "extraction-batch-predictions=True"):
+        assert re.search(rf"^instrument {re.escape(name)} seconds=\d+\.\d\d$", out, re.M), name
