@@ -10,8 +10,8 @@ of the latent space through the run's model (what `python -m analysis.serve` run
         -> {"keypoints": [[x, y], ...] crop pixels (argmax), "peaks": [...], "png": data: URI
             of the fused heatmaps}
 
-A malformed request gets a 400 (404 for an unknown path) with {"error": message}, and the
-server goes on. One decode at a time (a lock): the model's compiled functions are shared.
+A malformed request gets a 400 (404 for an unknown path) with {"error": message}, a fault
+while decoding a 500 with its message, and the server goes on. One decode at a time (a lock): the model's compiled functions are shared.
 """
 
 from __future__ import annotations
@@ -166,16 +166,22 @@ class AtlasHandler(http.server.SimpleHTTPRequestHandler):
                                                  f"/api/health and /api/decode"})
         except RequestError as e:
             return self._json(400, {"error": str(e)})
+        except Exception as e:                  # a fault of ours: said, and the server goes on
+            self.log_error("%s while answering %s: %s", type(e).__name__, self.path, e)
+            return self._json(500, {"error": f"internal error: {type(e).__name__}: {e}"})
         self._json(200, answer)
 
     def _json(self, status: int, obj) -> None:
         body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                     # the page moved on (a newer slider request aborted it)
 
     def log_message(self, format, *args):      # quiet: one line per error only
         if args and str(args[1]).startswith(("4", "5")):

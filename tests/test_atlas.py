@@ -312,3 +312,17 @@ def test_the_server_benchmark_prints_its_latencies(built, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^atlas server slider move .*requests=12 median_ms=\d", out, re.M)
     assert re.search(r"^atlas server first request .*requests=3 median_ms=\d", out, re.M)
+
+
+def test_a_fault_while_decoding_is_a_500_and_the_server_goes_on(served, monkeypatch, capsys):
+    decoder, base = served
+
+    def broken(*args):
+        raise FloatingPointError("overflow")
+
+    monkeypatch.setattr(decoder, "decode", broken)
+    code, answer = get(f"{base}/api/decode?sample=0")
+    assert code == 500 and answer["error"] == "internal error: FloatingPointError: overflow"
+    monkeypatch.undo()
+    assert get(f"{base}/api/decode?sample=0")[0] == 200
+    assert "Traceback" not in capsys.readouterr().err
