@@ -152,9 +152,8 @@ def write(view, *, walked, swapped: dict, profiled: dict, factored: dict, title:
     tmp = fileio.tmp_name(final)
     fileio.remove_tmp(final.parent)                 # what a killed writer left
     n = len(sub.index)
-    position = {int(r): i for i, r in enumerate(sub.index)}
     shown_pairs = swapped["pairs"][:len(swapped["shown"]["swapped"])]
-    keep = [walked.reference] + [position[int(r)] for r in shown_pairs.ravel()]
+    keep = [walked.reference, *shown_pairs.ravel()]
     thumbed = thumbnail_rows(n, max_thumbnails, view.seed, keep)
     thumb_index = np.full(n, -1, np.int32)
     thumb_index[thumbed] = np.arange(len(thumbed))
@@ -164,14 +163,14 @@ def write(view, *, walked, swapped: dict, profiled: dict, factored: dict, title:
         sheets = write_thumbnails(tmp, view.split, sub.index[thumbed])
         frames = {}
         for mode, maps in walked.heatmaps.items():
-            xy = np.asarray(codec.decode(maps)[0])
+            xy = walked.keypoints[mode]
             frames[mode] = [[{"png": heatmap_png(maps[i * len(walked.steps) + j]),
                               "keypoints": np.round(xy[i * len(walked.steps) + j], 1).tolist()}
                              for j in range(len(walked.steps))]
                             for i in range(len(walked.components))]
         swap_shown = []
         for i, (a, b) in enumerate(shown_pairs):
-            swap_shown.append({"a": position[int(a)], "b": position[int(b)], **{
+            swap_shown.append({"a": int(a), "b": int(b), **{
                 name: np.round(np.asarray(codec.decode(maps[i:i + 1])[0][0]), 1).tolist()
                 for name, maps in swapped["shown"].items()}})
         data = {

@@ -75,10 +75,9 @@ class LiveDecoder:
         self.mean, self.axes, self.scales = walk["mean"], walk["axes"], walk["scales"]
         self.components = [int(c) for c in walk["components"]]
         self.reference = int(walk["reference"])
-        latents = Latents.load(self.run["latents"])
-        position = np.empty(int(np.max(latents.index)) + 1, np.int64)
-        position[np.asarray(latents.index)] = np.arange(len(latents.index))
-        self.latents = np.asarray(latents.latents[position[self.rows]], np.float32)
+        # Extraction writes every row of the split in order: split row r is latents row r.
+        self.latents = np.asarray(Latents.load(self.run["latents"]).latents[self.rows],
+                                  np.float32)
         self.model = decoding.model_decoding(self.steps, self.layer)
         self.lock = threading.Lock()
         self._skips = collections.OrderedDict()

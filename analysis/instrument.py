@@ -68,6 +68,7 @@ class DecodedWalks:
     components: list                       # 1-based
     steps: tuple                           # in sqrt(eigenvalue)
     heatmaps: dict                         # mode -> (C * S, H, W, J), component-major
+    keypoints: dict                        # mode -> (C * S, J, 2) their argmax, crop pixels
     speed: dict                            # mode -> (C, J) cells per sqrt(eigenvalue)
 
     @property
@@ -97,6 +98,8 @@ def decoded_walks(view: SubsetView, components: list[int], steps: tuple,
     decoded = {name: decoding.in_batches(
         lambda z, use=use: model.decode(view.state, z, skips, use),
         len(points), view.batch_size, points) for name, (use, _) in modes.items()}
+    keypoints = {name: np.asarray(view.steps.codec.decode(maps)[0])
+                 for name, maps in decoded.items()}
     rows, labels = [], []
     for i, c in enumerate(components):
         cells = slice(i * len(steps), (i + 1) * len(steps))
@@ -142,19 +145,20 @@ def decoded_walks(view: SubsetView, components: list[int], steps: tuple,
                            "by jax.jvp at t = 0",
                  "velocity_xy": {name: {c: v[i].tolist() for i, c in enumerate(components)}
                                  for name, (v, _) in speeds.items()},
-                 "decoded_keypoints": {name: np.asarray(view.steps.codec.decode(h)[0]).round(
-                     2).tolist() for name, h in decoded.items()}},
+                 "decoded_keypoints": {name: xy.round(2).tolist()
+                                       for name, xy in keypoints.items()}},
                 f"{slug}-decoded_walks.json",
                 "the decoded walks: reference sample, the decoded joints of every walk point "
                 "(crop pixels, component-major), and each joint's velocity (x, y)")
-    return DecodedWalks(reference, components, tuple(steps), decoded,
+    return DecodedWalks(reference, components, tuple(steps), decoded, keypoints,
                         {name: speed for name, (_, speed) in speeds.items()})
 
 
 def latent_swap(view: SubsetView, pairs: int) -> dict:
     """For `pairs` seeded pairs (A, B) of the subset: A's latent decoded with B's skips and
     with none, beside A's and B's own predictions, scored against A's and B's ground truth
-    per joint group. -> {"scores" (decoding.swap_scores), "pairs" (split rows A, B), and
+    per joint group. -> {"scores" (decoding.swap_scores), "pairs" (rows A, B of the
+    subset), and
     for the first SWAP_SHOWN pairs "shown": the decoded heatmaps "swapped" (A latent, B
     skips) and "bare" (A latent, no skips)}."""
     report, slug = view.report, view.slug
@@ -203,7 +207,7 @@ def latent_swap(view: SubsetView, pairs: int) -> dict:
     report.json({"pairs": [[int(i), int(j)] for i, j in zip(rows_a, rows_b)],
                  "scores": scores}, f"{slug}-latent_swap.json",
                 "the swap's pairs (split rows A, B) and scores")
-    return {"scores": scores, "pairs": np.stack([rows_a, rows_b], 1),
+    return {"scores": scores, "pairs": np.stack([a, b], 1),
             "shown": {"swapped": swapped, "bare": bare}}
 
 

@@ -152,13 +152,14 @@ def main(argv=None) -> int:
         "latents": str(latents.path.resolve()), "label": label, "epoch": int(record.epoch)}
     analysed = {}                        # rows -> the subset that analysed them
     for spec in args.subset or DEFAULT_SUBSETS:
-        rows = select(latents, spec, args.seed, steps.codec).tobytes()
-        if rows in analysed:
-            report.section(f"Subset {spec}: the same samples as subset {analysed[rows]} "
-                           f"(the split is that small); not analysed again")
+        rows = select(latents, spec, args.seed, steps.codec)
+        if rows.tobytes() in analysed:
+            report.section(f"Subset {spec}: the same samples as subset "
+                           f"{analysed[rows.tobytes()]} (the split is that small); not "
+                           f"analysed again")
             continue
-        analysed[rows] = spec
-        analyse_subset(report, latents, spec, steps=steps, state=state, split=split,
+        analysed[rows.tobytes()] = spec
+        analyse_subset(report, latents, spec, rows, steps=steps, state=state, split=split,
                        settings=settings, atlas_run=atlas_run)
     print(f"wrote {report.write_index()}")
     return 0

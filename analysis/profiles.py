@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.descriptors import nanmean
 
 #: A claim is "supported" when its effect is at least moderate: |r| >= R_MODERATE, or
 #: eta^2 >= R_MODERATE^2 (the same share of variance).
@@ -79,8 +78,10 @@ def cluster_profiles(labels: np.ndarray, k: int, described: dict, pck: np.ndarra
 
 
 def _mean(values: np.ndarray) -> float | None:
-    m = nanmean(np.asarray(values, np.float64)[:, None])[0] if len(values) else np.nan
-    return None if np.isnan(m) else float(m)
+    """The mean of the finite values; None where there is none."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else None
 
 
 def boundary(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray,

@@ -104,15 +104,15 @@ def select(latents: Latents, spec: str, seed: int, codec) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
 
 
-def analyse_subset(report: Report, latents: Latents, spec: str, *, steps, state, split,
-                   settings: StudySettings, atlas_run: dict | None = None) -> None:
-    """The study of one subset (`select`) of `latents`: PCA, walks, the K-Means sweep and
+def analyse_subset(report: Report, latents: Latents, spec: str, rows: np.ndarray, *, steps,
+                   state, split, settings: StudySettings, atlas_run: dict | None = None
+                   ) -> None:
+    """The study of one subset of `latents` (`rows`, `select`ed by `spec`): PCA, walks, the K-Means sweep and
     the cluster figures, then the instruments (analysis.instrument), written into
     `report`. `steps` and `state` are the run's model (it decodes walks and swaps and draws
     the thumbnails from the crops of `split`, the latents' split). With `atlas_run` (what
     analysis.serve needs to reopen the run: workdir, checkpoint, step, layer, split, data
     dir, latents) the subset's bottleneck atlas is written too (analysis.atlas)."""
-    rows = select(latents, spec, settings.seed, steps.codec)
     slug = spec.replace(":", "")
     what = SUBSETS.get(spec, "a seeded random sample")
     report.section(f"Subset {spec} ({what}): {len(rows)} of {len(latents.image_id)} samples")

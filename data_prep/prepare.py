@@ -383,6 +383,7 @@ def prepare(coco_root, out, *, crop_mode: str = "thesis", size: int = 256,
               f"split is empty (pass a smaller --test-size to train on this data)",
               file=sys.stderr)
     metas = {}
+    schema = factor_schema(plans)                  # the same class codes in every split
     pool = (multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None)
     try:
         for name in ("val", "test", "train"):
@@ -392,8 +393,7 @@ def prepare(coco_root, out, *, crop_mode: str = "thesis", size: int = 256,
                     metas[name] = json.load(f)
                 continue
             metas[name] = prepare_split(name, plans[name], out, size=size,
-                                        shard_size=shard_size, pool=pool,
-                                        schema=factor_schema(plans))
+                                        shard_size=shard_size, pool=pool, schema=schema)
     finally:
         if pool:
             pool.terminate()

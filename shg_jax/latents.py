@@ -61,22 +61,22 @@ class Latents:
     predicted: np.ndarray | None = None     # (N, 17, 3)
     predicted_without_skips: np.ndarray | None = None
 
-    @property
-    def _columns(self) -> tuple:
-        return ("latents",) + COLUMNS + tuple(self.meta["predictions"])
+    @staticmethod
+    def columns(meta: dict) -> tuple:
+        """The arrays of a latents folder whose meta.json is `meta`."""
+        return ("latents",) + COLUMNS + tuple(meta["predictions"])
 
     @classmethod
     def load(cls, path) -> "Latents":
         path = pathlib.Path(path)
         meta = json.loads((path / "meta.json").read_text())
-        keys = ("latents",) + COLUMNS + tuple(meta["predictions"])
-        arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in keys}
+        arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in cls.columns(meta)}
         return cls(path=path, meta=meta, **arrays)
 
     def subset(self, rows: np.ndarray) -> "Latents":
         rows = np.asarray(rows)
         return dataclasses.replace(self, **{k: np.asarray(getattr(self, k)[rows])
-                                            for k in self._columns})
+                                            for k in self.columns(self.meta)})
 
 
 def latent_function(steps: Steps, layer, predictions: bool = False):
